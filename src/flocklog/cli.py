@@ -12,7 +12,7 @@ import click
 
 # Modules that add their own commands through ``register(group)``. They must import heavy optional
 # dependencies (Celery, psycopg, Django) inside the commands, so ``flocklog --help`` works without extras.
-_PLUGINS = ("flocklog.hub._cli", "flocklog.pipeline._cli", "flocklog._demo")
+_PLUGINS = ("flocklog.hub._cli", "flocklog.pipeline._cli", "flocklog.store._cli", "flocklog._demo")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
