@@ -33,8 +33,14 @@ def main() -> None:
 )
 @click.option("--interval", type=int, default=1, show_default=True)
 @click.option("--utc", is_flag=True, help="Archive suffixes are UTC times.")
-@click.option("--allow-expired/--no-allow-expired", default=True, show_default=True,
-              help="Accept a missing oldest prefix per writer (removed by retention).")
+@click.option(
+    "--allow-expired/--no-allow-expired",
+    default=True,
+    show_default=True,
+    help="Accept a missing oldest prefix per writer (removed by retention).",
+)
+@click.option("--allow-split", is_flag=True, help="Accept several archives for one interval (size-or-time).")
+@click.option("--tolerance", type=float, default=0.0, show_default=True, help="Seconds of slack at boundaries.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify(
     paths: tuple[str, ...],
@@ -45,6 +51,8 @@ def verify(
     interval: int,
     utc: bool,
     allow_expired: bool,
+    allow_split: bool,
+    tolerance: float,
     as_json: bool,
 ) -> None:
     """Check a log set written by stamped writers for loss, duplication, torn lines and misfiled records.
@@ -61,6 +69,8 @@ def verify(
         interval=interval,
         utc=utc,
         allow_expired=allow_expired,
+        allow_split=allow_split,
+        tolerance=tolerance,
     )
     report = verify_paths(list(paths), options)
     if as_json:

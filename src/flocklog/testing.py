@@ -62,7 +62,8 @@ def parse_stamp(line: str) -> ParsedStamp | None:
     if match is None:
         return None
     body = line[match.start() : match.start("crc") - 1]
-    if _crc(body) != match["crc"] or body.count(MARK) != 1:
+    # A second mark anywhere in the line means two records' bytes were mixed: torn, even if the tail parses.
+    if _crc(body) != match["crc"] or line.count(MARK + " ") != 1:
         return None
     return ParsedStamp(
         run=match["run"],
