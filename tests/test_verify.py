@@ -170,3 +170,11 @@ def test_cli_exit_code_and_json(tmp_path: Path, run_id: str, subprocess_env: dic
 def test_bad_when_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="unknown --when"):
         VerifyOptions(when="fortnight")
+
+
+def test_per_writer_expected_counts_find_tail_loss_and_silent_writers(tmp_path: Path, run_id: str) -> None:
+    log = tmp_path / "app.log"
+    _write_set(log, run_id, writers=2, count=10)
+    expected = {"w0": 10, "w1": 12, "w9": 3}
+    report = verify_paths([str(log)], VerifyOptions(expected_counts=expected))
+    assert (report.lost, report.missing_writers) == (2 + 3, 1)

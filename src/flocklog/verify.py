@@ -16,6 +16,7 @@ import re
 import time
 import zlib
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ class VerifyOptions:
     """What the checker may assume about the writers and the rotation that produced the set."""
 
     expect_per_writer: int | None = None
+    expected_counts: Mapping[str, int] | None = None  # per writer id, when writers wrote different amounts
     writers: int | None = None
     run: str | None = None
     when: str | None = None
@@ -280,8 +282,10 @@ def _check_live_file(created: list[float], archive_ends: list[float], options: V
 
 
 def _check_writers(seqs: dict[tuple[str, str], Counter[int]], options: VerifyOptions, report: Report) -> None:
-    expect = options.expect_per_writer
     for (run, writer), counter in sorted(seqs.items()):
+        expect = options.expect_per_writer
+        if options.expected_counts is not None:
+            expect = options.expected_counts.get(writer)
         unique = sorted(counter)
         first, last = unique[0], unique[-1]
         writer_report = WriterReport(
@@ -304,10 +308,15 @@ def _check_writers(seqs: dict[tuple[str, str], Counter[int]], options: VerifyOpt
         report.lost += writer_report.lost
         report.duplicated += writer_report.duplicated
         report.expired += writer_report.expired
+    found = {writer for _, writer in seqs}
+    if options.expected_counts is not None:
+        silent = {w: n for w, n in options.expected_counts.items() if w not in found and n > 0}
+        report.missing_writers += len(silent)
+        report.lost += sum(silent.values())
     if options.writers is not None and len(seqs) < options.writers:
-        report.missing_writers = options.writers - len(seqs)
-        if expect is not None:
-            report.lost += report.missing_writers * expect
+        report.missing_writers = max(report.missing_writers, options.writers - len(seqs))
+        if options.expect_per_writer is not None:
+            report.lost += (options.writers - len(seqs)) * options.expect_per_writer
     if options.writers is not None and len(seqs) > options.writers:
         report.problems.append(f"found {len(seqs)} writers, expected {options.writers}")
 
