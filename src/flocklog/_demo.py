@@ -7,16 +7,20 @@ the execution-log pipeline runs on its embedded defaults too.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from flocklog._workload import KINDS, Result, Workload, run_workload
 from flocklog.verify import Report, VerifyOptions, verify_paths
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 DEMO_KINDS = ("stdlib-size", "stdlib-timed", "flocklog-size", "flocklog-timed")
 
@@ -32,6 +36,10 @@ def verify_workload(work: Workload, result: Result, run: str) -> Report:
         allow_expired=False,  # backup counts are sized so that retention removes nothing: a gap is a loss
     )
     return verify_paths([str(work.log_path)], options)
+
+
+def _advance(progress: Progress, task: TaskID, elapsed: float) -> None:
+    progress.update(task, completed=elapsed)
 
 
 def _files_part(directory: Path, processes: int, seconds: float, max_bytes: int) -> tuple[list[dict[str, Any]], bool]:
@@ -52,7 +60,7 @@ def _files_part(directory: Path, processes: int, seconds: float, max_bytes: int)
                 when="S",
             )
             run = uuid.uuid4().hex[:10]
-            result = run_workload(work, run, on_tick=lambda elapsed, t=task: progress.update(t, completed=elapsed))
+            result = run_workload(work, run, on_tick=functools.partial(_advance, progress, task))
             progress.update(task, completed=seconds, description=f"{KINDS[kind].label}: verifying")
             report = verify_workload(work, result, run)
             progress.remove_task(task)
