@@ -8,12 +8,17 @@ so can a user who wants to prove *their* deployment loses nothing.
 
 from __future__ import annotations
 
+import argparse
+import importlib
+import json
 import logging
 import re
+import sys
 import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 MARK = "flk1"
 
@@ -138,3 +143,47 @@ def stamped_logger(name: str, *handlers: logging.Handler, level: int = logging.I
     if not any(isinstance(f, StampFilter) for f in logger.filters):
         logger.addFilter(StampFilter())
     return logger
+
+
+def _resolve(path: str) -> Any:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m flocklog.testing``: one stamped writer through any handler, for tests and your own checks.
+
+    Example: ``python -m flocklog.testing --handler flocklog.RotatingFileHandler
+    --kwargs '{"filename": "logs/app.log", "maxBytes": 65536, "backupCount": 50}' --run r1 --writer w1 --count 1000``
+    then ``flocklog verify logs/app.log --expect 1000``. Prints the number of records written.
+    """
+    parser = argparse.ArgumentParser(prog="python -m flocklog.testing", description=main.__doc__)
+    parser.add_argument("--handler", required=True, help="dotted path of a logging.Handler class")
+    parser.add_argument("--kwargs", default="{}", help="JSON object of constructor keyword arguments")
+    parser.add_argument("--run", required=True)
+    parser.add_argument("--writer", required=True)
+    parser.add_argument("--count", type=int, default=None)
+    parser.add_argument("--duration", type=float, default=None)
+    parser.add_argument("--payload-size", type=int, default=64)
+    parser.add_argument("--pause", type=float, default=0.0, help="seconds between records")
+    parser.add_argument("--format", default="%(asctime)s %(levelname)s [PID:%(process)d] %(message)s")
+    args = parser.parse_args(argv)
+    handler = _resolve(args.handler)(**json.loads(args.kwargs))
+    handler.setFormatter(logging.Formatter(args.format))
+    logger = stamped_logger(f"flocklog.testing.{args.writer}", handler)
+    written = write_stamped(
+        logger,
+        run=args.run,
+        writer=args.writer,
+        count=args.count,
+        duration=args.duration,
+        payload_size=args.payload_size,
+        pause=args.pause,
+    )
+    handler.close()
+    print(written, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
