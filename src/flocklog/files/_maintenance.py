@@ -1,0 +1,316 @@
+"""Archive naming, gzip and retention, run by a background thread so the logging call never waits for them.
+
+Crash safety: an archive is compressed into ``<archive>.gz.tmp`` (created with ``O_EXCL``, so one process claims
+it), fsynced, then renamed into place under the rotation lock and only then is the plain archive removed. A temp
+file left by a crashed compressor is removed once it is older than :data:`STALE_TMP`. An archive is compressed
+only after it has been quiet for :data:`GRACE` seconds, because a process that lost the race to a rotation may
+still append one record to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flocklog.files._lock import RotationLock
+from flocklog.files.policies import TimePolicy
+
+GRACE = 2.0  # seconds an archive must be untouched before it is compressed
+STALE_TMP = 60.0  # seconds after which a compressor's temp file is taken to be a crash leftover
+
+Rotate = Callable[[str, str], None]
+Namer = Callable[[str], str]
+
+
+def _exists(path: str) -> bool:
+    return os.path.lexists(path)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+@dataclass
+class _Snapshot:
+    ino: int
+    size: int
+    mtime_ns: int
+
+
+def _snapshot(path: str) -> _Snapshot | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return _Snapshot(st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class _Archives:
+    """What both archive kinds share: compressing one plain archive safely, and cleaning crash leftovers."""
+
+    def __init__(self, base: str, backup_count: int, compress: bool, max_age: float | None) -> None:
+        self.base = base
+        self.directory = os.path.dirname(base) or "."
+        self.prefix = os.path.basename(base) + "."
+        self.backup_count = backup_count
+        self.compress = compress
+        self.max_age = max_age
+
+    def plain_archives(self) -> list[str]:
+        raise NotImplementedError
+
+    def relocate(self, path: str, snap: _Snapshot) -> str | None:
+        """Where the archive compressed from ``path`` lives now (size archives move on each rotation)."""
+        now = _snapshot(path)
+        return path if now == snap else None
+
+    def retention(self, now: float) -> None:
+        raise NotImplementedError
+
+    def pending(self, grace: float, now: float) -> list[str]:
+        if not self.compress:
+            return []
+        quiet = []
+        for path in self.plain_archives():
+            snap = _snapshot(path)
+            if snap is not None and now - snap.mtime_ns / 1e9 >= grace:
+                quiet.append(path)
+        return quiet
+
+    def compress_one(self, path: str, lock: RotationLock) -> bool:
+        """Gzip ``path`` off the lock; swap it in under the lock only if the archive did not change meanwhile."""
+        snap = _snapshot(path)
+        if snap is None:
+            return False
+        claim = path + ".gz.tmp"
+        try:
+            fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except FileExistsError:
+            return False  # another process is compressing it (or crashed doing so: cleaned when stale)
+        try:
+            with open(path, "rb") as source, os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as gz:
+                shutil.copyfileobj(source, gz, 1 << 20)
+                gz.flush()
+                raw.flush()
+                os.fsync(raw.fileno())
+            with lock.held():
+                current = self.relocate(path, snap)
+                if current is None:
+                    _remove(claim)  # written to or deleted meanwhile: try again later from the new state
+                    return False
+                os.replace(claim, current + ".gz")
+                _remove(current)
+            return True
+        except BaseException:
+            _remove(claim)
+            raise
+
+    def clean_leftovers(self, now: float) -> None:
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name.startswith(self.prefix) and name.endswith(".gz.tmp"):
+                path = os.path.join(self.directory, name)
+                snap = _snapshot(path)
+                if snap is not None and now - snap.mtime_ns / 1e9 > STALE_TMP:
+                    _remove(path)
+
+
+class SizeArchives(_Archives):
+    """``app.log.1`` (newest) .. ``app.log.N``, plain or ``.gz``, shifted by one on every rotation."""
+
+    def __init__(self, base: str, backup_count: int, compress: bool, max_age: float | None, namer: Namer) -> None:
+        super().__init__(base, backup_count, compress, max_age)
+        self.namer = namer
+
+    def name(self, index: int) -> str:
+        return self.namer(f"{self.base}.{index}")
+
+    def _present(self) -> list[int]:
+        """Indices of the archives that exist, newest first, from one directory listing (not N lookups)."""
+        if self.name(1) != f"{self.base}.1":  # a custom namer: names are unknowable, probe each index
+            return [
+                i for i in range(1, self.backup_count + 1) if _exists(self.name(i)) or _exists(self.name(i) + ".gz")
+            ]
+        pattern = re.compile(rf"^{re.escape(self.prefix)}(\d+)(?:\.gz)?$")
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        found = {int(m.group(1)) for m in map(pattern.match, names) if m}
+        return sorted(i for i in found if 1 <= i <= self.backup_count)
+
+    def shift(self, rotate: Rotate) -> None:
+        """The stdlib's rollover, aware of ``.gz`` twins; the caller holds the rotation lock."""
+        for index in reversed(self._present()):
+            if index >= self.backup_count:
+                for ext in ("", ".gz"):
+                    _remove(self.name(index) + ext)  # the oldest goes, as in the stdlib
+                continue
+            for ext in ("", ".gz"):
+                source = self.name(index) + ext
+                if _exists(source):
+                    for stale in ("", ".gz"):
+                        _remove(self.name(index + 1) + stale)
+                    os.rename(source, self.name(index + 1) + ext)
+        for stale in ("", ".gz"):
+            _remove(self.name(1) + stale)
+        rotate(self.base, self.name(1))
+
+    def plain_archives(self) -> list[str]:
+        return [self.name(i) for i in self._present() if _exists(self.name(i))]
+
+    def relocate(self, path: str, snap: _Snapshot) -> str | None:
+        for index in self._present():
+            candidate = self.name(index)
+            if _snapshot(candidate) == snap:
+                return candidate
+        return None
+
+    def retention(self, now: float) -> None:
+        if self.max_age is None:
+            return
+        for index in self._present():
+            for ext in ("", ".gz"):
+                path = self.name(index) + ext
+                snap = _snapshot(path)
+                if snap is not None and now - snap.mtime_ns / 1e9 > self.max_age:
+                    _remove(path)
+
+
+class TimedArchives(_Archives):
+    """``app.log.<slot suffix>``; a second archive for one slot gets ``.1``, ``.2`` ... (never overwritten)."""
+
+    def __init__(self, base: str, backup_count: int, compress: bool, max_age: float | None, policy: TimePolicy) -> None:
+        super().__init__(base, backup_count, compress, max_age)
+        self.policy = policy
+        self.pattern = re.compile(rf"^{re.escape(self.prefix)}({policy.suffix_pattern})(?:\.(\d+))?(\.gz)?$")
+
+    def archive_live(self, slot_start: float, rotate: Rotate, namer: Namer | None = None) -> str:
+        """Rename the live file to its slot's archive name, choosing a free name; the caller holds the lock."""
+        stem = f"{self.base}.{self.policy.suffix(slot_start)}"
+        stem = namer(stem) if namer else stem
+        candidate, counter = stem, 0
+        while _exists(candidate) or _exists(candidate + ".gz"):
+            counter += 1
+            candidate = f"{stem}.{counter}"
+        rotate(self.base, candidate)
+        return candidate
+
+    def _listing(self) -> list[tuple[float, int, str, bool]]:
+        """(slot start, counter, path, compressed) of every archive of this set, oldest first."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            match = self.pattern.match(name)
+            if match is None:
+                continue
+            try:
+                start = self.policy.parse_suffix(match.group(1))
+            except ValueError:
+                continue
+            found.append((start, int(match.group(2) or 0), os.path.join(self.directory, name), bool(match.group(3))))
+        return sorted(found)
+
+    def plain_archives(self) -> list[str]:
+        return [path for _, _, path, compressed in self._listing() if not compressed]
+
+    def plain_archive_for(self, slot_start: float) -> str | None:
+        matches = [p for s, _, p, gz in self._listing() if s == slot_start and not gz]
+        return matches[-1] if matches else None
+
+    def retention(self, now: float) -> None:
+        listing = self._listing()
+        doomed: set[str] = set()
+        if self.backup_count > 0 and len(listing) > self.backup_count:
+            doomed.update(path for _, _, path, _ in listing[: len(listing) - self.backup_count])
+        if self.max_age is not None:
+            for start, _, path, _ in listing:
+                if self.policy.next_after(start) < now - self.max_age:
+                    doomed.add(path)
+        for path in doomed:
+            _remove(path)
+
+
+class Maintenance:
+    """One background thread per handler and process: compression, retention and leftover cleaning."""
+
+    def __init__(self, lock: RotationLock, archives: SizeArchives | TimedArchives) -> None:
+        self.lock = lock
+        self.archives = archives
+        self.errors = 0  # maintenance failures (reported to stderr once each, never raised into the app)
+        self._event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._busy = threading.Lock()
+
+    @property
+    def needed(self) -> bool:
+        a = self.archives
+        return a.compress or a.max_age is not None or (isinstance(a, TimedArchives) and a.backup_count > 0)
+
+    def kick(self) -> None:
+        if not self.needed or self._stopping:
+            return
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, name="flocklog-maintenance", daemon=True)
+            self._thread.start()
+        self._event.set()
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            self._event.wait(timeout=GRACE)
+            self._event.clear()
+            if self._stopping:
+                return
+            try:
+                more = self.run_once(GRACE)
+            except Exception as exc:  # never let maintenance kill the app; count and say why
+                self.errors += 1
+                os.write(2, f"flocklog: archive maintenance failed for {self.archives.base}: {exc!r}\n".encode())
+                more = True
+            if not more:
+                return  # idle: the next rotation starts a new thread
+
+    def run_once(self, grace: float) -> bool:
+        """One pass; returns True while archives still wait for their quiet period."""
+        with self._busy:
+            now = time.time()
+            self.archives.clean_leftovers(now)
+            with self.lock.held():
+                self.archives.retention(now)
+            for path in self.archives.pending(grace, now):
+                self.archives.compress_one(path, self.lock)
+            return bool(self.archives.compress and self.archives.plain_archives())
+
+    def drain(self, timeout: float) -> bool:
+        """Compress and apply retention now, ignoring the quiet period (writers are done)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.run_once(0.0):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._event.set()
+
+    def after_fork(self) -> None:
+        self._thread = None
+        self._event = threading.Event()
+        self._busy = threading.Lock()
+        self._stopping = False

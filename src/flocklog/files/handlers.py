@@ -1,0 +1,445 @@
+"""Process-safe drop-ins for the stdlib's ``RotatingFileHandler`` and ``TimedRotatingFileHandler``.
+
+Each record is one ``os.write`` on an ``O_APPEND`` descriptor, so any number of processes append without a lock
+and without tearing lines. A per-set lock file serialises rotation only; before writing, a process notices that
+the path no longer names the file it holds and reopens. Time slots come from the clock (see ``policies``), so
+every process rotates at the same boundary and the first one to get the lock does it, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import locale
+import logging
+import logging.handlers
+import os
+import weakref
+from typing import Any
+
+from flocklog.errors import ConfigError
+from flocklog.files._lock import RotationLock
+from flocklog.files._maintenance import Maintenance, SizeArchives, TimedArchives
+from flocklog.files.policies import TimePolicy
+
+_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+_LIVE: weakref.WeakSet[_SafeFileMixin] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for handler in list(_LIVE):
+        handler._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _check_directory(path: str) -> None:
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise ConfigError(f"log directory {directory!r} does not exist: create it, or point the handler elsewhere")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(f"log directory {directory!r} is not writable by this process (uid {os.getuid()})")
+    if os.path.isdir(path):
+        raise ConfigError(f"log file {path!r} is a directory")
+
+
+class _SafeFileMixin:
+    """The write path shared by both handlers: own descriptor, inode checks, counted drops, fork reset."""
+
+    baseFilename: str
+    encoding: str | None
+    errors: str | None
+    terminator: str
+    mode: str
+    delay: bool
+
+    def _setup(self, *, delay: bool, lock_file: str | None, compress: bool, max_age: float | None) -> None:
+        if max_age is not None and max_age <= 0:
+            raise ConfigError(f"max_age must be a positive number of seconds, got {max_age!r}")
+        _check_directory(self.baseFilename)
+        self.delay = delay
+        self.compress = compress
+        self.max_age = max_age
+        self.lock_file = os.path.abspath(lock_file) if lock_file else self.baseFilename + ".lock"
+        self.dropped = 0  # records that could not be written (full disk, I/O error); each went to handleError
+        self._lock_file = RotationLock(self.lock_file)
+        self._fd: int | None = None
+        self._ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the file our descriptor holds
+        self._needs_newline = False
+        self._truncate_first = self.mode.startswith("w")
+        codec = self.encoding if self.encoding not in (None, "locale") else locale.getpreferredencoding(False)
+        self._codec = codec or "utf-8"
+        self._maintenance = Maintenance(self._lock_file, self._archives())
+        _LIVE.add(self)
+        if not delay:
+            self._reopen()
+
+    def _archives(self) -> SizeArchives | TimedArchives:
+        raise NotImplementedError
+
+    # -- descriptor management
+    def _reopen(self) -> int:
+        self._close_fd()
+        flags = _FLAGS | (os.O_TRUNC if self._truncate_first else 0)
+        self._truncate_first = False
+        fd = os.open(self.baseFilename, flags, 0o644)
+        st = os.fstat(fd)
+        self._fd, self._ident = fd, (st.st_dev, st.st_ino)
+        return fd
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd, self._ident = None, None
+
+    def _path_moved(self) -> bool:
+        """True when the path no longer names the file we hold (rotated by another process, or removed)."""
+        try:
+            st = os.stat(self.baseFilename)
+        except FileNotFoundError:
+            return True
+        return (st.st_dev, st.st_ino) != self._ident
+
+    def _after_fork(self) -> None:
+        # The O_APPEND descriptor may be shared with the parent; the lock descriptor and the thread may not.
+        self._lock_file.forget()
+        self._maintenance.after_fork()
+
+    # -- the write path
+    def _encode(self, record: logging.LogRecord) -> bytes:
+        text: str = self.format(record) + self.terminator  # type: ignore[attr-defined]  # logging.Handler.format
+        return text.encode(self._codec, self.errors or "strict")
+
+    def _write(self, fd: int, data: bytes) -> None:
+        if self._needs_newline:
+            # A record was cut short (disk full): end that line so the next record is not glued to it.
+            os.write(fd, b"\n")
+            self._needs_newline = False
+        view = memoryview(data)
+        done = 0
+        while done < len(data):
+            try:
+                done += os.write(fd, view[done:])
+            except OSError:
+                if done:
+                    self._needs_newline = True
+                raise
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write one record with one ``os.write``; failures go to ``handleError`` and are counted, never raised."""
+        try:
+            data = self._encode(record)
+            self._emit_bytes(record, data)
+        except Exception:
+            self.dropped += 1
+            self.handleError(record)  # type: ignore[attr-defined]  # logging.Handler.handleError
+
+    def _emit_bytes(self, record: logging.LogRecord, data: bytes) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.acquire()  # type: ignore[attr-defined]  # logging.Handler.acquire
+        try:
+            self._close_fd()
+            self._lock_file.forget()
+            self._maintenance.stop()
+            _LIVE.discard(self)
+        finally:
+            self.release()  # type: ignore[attr-defined]  # logging.Handler.release
+        logging.Handler.close(self)  # type: ignore[arg-type]  # the mixin is always combined with a Handler
+
+    def reopen(self) -> None:
+        """Close and reopen the file (after an external logrotate, or on SIGHUP)."""
+        self.acquire()  # type: ignore[attr-defined]
+        try:
+            self._reopen()
+        finally:
+            self.release()  # type: ignore[attr-defined]
+
+    def flush(self) -> None:
+        """Nothing is buffered: every record is in the kernel when ``emit`` returns."""
+
+    def wait_for_maintenance(self, timeout: float = 10.0) -> bool:
+        """Block until pending compression/retention is done (for tests and orderly shutdowns)."""
+        return self._maintenance.drain(timeout)
+
+
+class RotatingFileHandler(_SafeFileMixin, logging.handlers.RotatingFileHandler):
+    """Size-based rotation that any number of processes can share; archives ``app.log.1`` .. ``app.log.N``.
+
+    Same arguments and archive names as :class:`logging.handlers.RotatingFileHandler`; ``namer``/``rotator`` are
+    honoured. Extras (keyword-only): ``compress`` gzips archives in the background (``app.log.1.gz``),
+    ``max_age`` deletes archives older than that many seconds, ``lock_file`` moves the rotation lock.
+    """
+
+    def __init__(
+        self,
+        filename: str | os.PathLike[str],
+        mode: str = "a",
+        maxBytes: int = 0,
+        backupCount: int = 0,
+        encoding: str | None = None,
+        delay: bool = False,
+        errors: str | None = None,
+        *,
+        compress: bool = False,
+        max_age: float | None = None,
+        lock_file: str | None = None,
+        **legacy: Any,
+    ) -> None:
+        compress, lock_file = _legacy_options(filename, legacy, compress, lock_file)
+        if not isinstance(maxBytes, int) or maxBytes < 0:
+            raise ConfigError(f"maxBytes must be an int >= 0 (0 = never rotate by size), got {maxBytes!r}")
+        if not isinstance(backupCount, int) or backupCount < 0:
+            raise ConfigError(f"backupCount must be an int >= 0, got {backupCount!r}")
+        # The stdlib opens a stream here unless delay; we never want its stream (one write per record is ours).
+        logging.handlers.RotatingFileHandler.__init__(
+            self, filename, mode, maxBytes, backupCount, encoding, True, errors
+        )
+        self._setup(delay=delay, lock_file=lock_file, compress=compress, max_age=max_age)
+
+    def _archives(self) -> SizeArchives:
+        return SizeArchives(self.baseFilename, self.backupCount, self.compress, self.max_age, self.rotation_filename)
+
+    @property
+    def _sizes(self) -> SizeArchives:
+        archives = self._maintenance.archives
+        assert isinstance(archives, SizeArchives)
+        return archives
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        """Would this record push the live file past ``maxBytes``? (as the stdlib asks it, for callers that do)."""
+        if self.maxBytes <= 0 or self.backupCount <= 0:
+            return False
+        try:
+            size = os.stat(self.baseFilename).st_size
+        except FileNotFoundError:
+            return False
+        return size > 0 and size + len(self._encode(record)) > self.maxBytes
+
+    def doRollover(self) -> None:
+        """Rotate now, exactly once across processes (a no-op if another process just did)."""
+        with self._lock_file.held():
+            if self._fd is None or self._path_moved():
+                self._reopen()
+            self._rotate_locked(force=True, incoming=0)
+
+    def _rotate_locked(self, *, force: bool, incoming: int) -> None:
+        assert self._fd is not None
+        size = os.fstat(self._fd).st_size
+        if size == 0 or not (force or size + incoming > self.maxBytes):
+            return
+        if self.backupCount > 0:
+            self._sizes.shift(self.rotate)
+        self._reopen()
+        self._maintenance.kick()
+
+    def _emit_bytes(self, record: logging.LogRecord, data: bytes) -> None:
+        # One stat answers both questions: is the path still our file, and how big is it (all writers included)?
+        try:
+            st: os.stat_result | None = os.stat(self.baseFilename)
+        except FileNotFoundError:
+            st = None
+        fd = self._fd
+        if fd is None or st is None or (st.st_dev, st.st_ino) != self._ident:
+            fd = self._reopen()
+            size = os.fstat(fd).st_size
+        else:
+            size = st.st_size
+        if self.maxBytes > 0 and self.backupCount > 0 and size > 0 and size + len(data) > self.maxBytes:
+            with self._lock_file.held():
+                if self._path_moved():
+                    self._reopen()  # someone rotated while we waited: check the new file, do not rotate twice
+                self._rotate_locked(force=False, incoming=len(data))
+            fd = self._fd
+            assert fd is not None
+        self._write(fd, data)
+
+
+class TimedRotatingFileHandler(_SafeFileMixin, logging.handlers.TimedRotatingFileHandler):
+    """Time-based (optionally also size-based) rotation at clock boundaries shared by every process.
+
+    Same arguments, ``when`` values, suffixes and ``extMatch`` as :class:`logging.handlers.TimedRotatingFileHandler`.
+    A record goes to the file of the slot its ``record.created`` falls in; the slot of the live file is kept in
+    the lock file, so processes started at different times agree and each boundary is rotated exactly once. An
+    archive name that exists is never reused: a second archive for one slot gets ``.1``, ``.2`` ... appended.
+    """
+
+    def __init__(
+        self,
+        filename: str | os.PathLike[str],
+        when: str = "h",
+        interval: int = 1,
+        backupCount: int = 0,
+        encoding: str | None = None,
+        delay: bool = False,
+        utc: bool = False,
+        atTime: dt.time | None = None,
+        errors: str | None = None,
+        *,
+        maxBytes: int = 0,
+        compress: bool = False,
+        max_age: float | None = None,
+        lock_file: str | None = None,
+        **legacy: Any,
+    ) -> None:
+        compress, lock_file = _legacy_options(filename, legacy, compress, lock_file)
+        self.policy = TimePolicy.create(when, interval, utc, atTime)
+        if not isinstance(backupCount, int) or backupCount < 0:
+            raise ConfigError(f"backupCount must be an int >= 0, got {backupCount!r}")
+        if not isinstance(maxBytes, int) or maxBytes < 0:
+            raise ConfigError(f"maxBytes must be an int >= 0, got {maxBytes!r}")
+        logging.handlers.TimedRotatingFileHandler.__init__(
+            self, filename, when, interval, backupCount, encoding, True, utc, atTime, errors
+        )
+        self.maxBytes = maxBytes
+        self._slot_start = float("-inf")  # the slot our descriptor's file belongs to
+        self._slot_end = float("-inf")
+        self._setup(delay=delay, lock_file=lock_file, compress=compress, max_age=max_age)
+        self.rolloverAt = int(self.policy.next_after(self.policy.start_of(dt.datetime.now().timestamp())))
+
+    def _archives(self) -> TimedArchives:
+        return TimedArchives(self.baseFilename, self.backupCount, self.compress, self.max_age, self.policy)
+
+    @property
+    def _slots(self) -> TimedArchives:
+        archives = self._maintenance.archives
+        assert isinstance(archives, TimedArchives)
+        return archives
+
+    def computeRollover(self, currentTime: float) -> int:
+        """The clock boundary after ``currentTime`` (not ``currentTime + interval`` as in the stdlib)."""
+        policy: TimePolicy | None = getattr(self, "policy", None)
+        if policy is None:  # called by the stdlib constructor before our policy exists
+            return int(super().computeRollover(int(currentTime)))
+        return int(policy.next_after(policy.start_of(currentTime)))
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        return not (self._slot_start <= record.created < self._slot_end)
+
+    def doRollover(self) -> None:
+        """Rotate the live file now if it belongs to an earlier slot than the present one."""
+        now = dt.datetime.now().timestamp()
+        with self._lock_file.held():
+            self._settle_locked(self.policy.start_of(now), split=False)
+
+    def _emit_bytes(self, record: logging.LogRecord, data: bytes) -> None:
+        created = record.created
+        fd = self._fd
+        if fd is not None and self._slot_start <= created < self._slot_end:
+            # Our file is this record's slot. If another process renamed it into an archive, it still is the
+            # right file for this record, as long as it was not compressed or deleted meanwhile.
+            moved = self._path_moved()
+            usable = not moved or (os.fstat(fd).st_nlink > 0 and not self._slot_reassigned())
+            if usable and (not self.maxBytes or os.fstat(fd).st_size + len(data) <= self.maxBytes):
+                self._write(fd, data)
+                return
+        with self._lock_file.held():
+            start = self.policy.start_of(created)
+            target = self._settle_locked(start, split=bool(self.maxBytes), incoming=len(data))
+            if target is not None:
+                self._write(target, data)
+            else:
+                self._write_straggler(start, data)
+
+    def _slot_reassigned(self) -> bool:
+        """After a move: does the live path now hold a newer file for *our* slot (a size split)? Then use it."""
+        state = _read_state(self._lock_file)
+        return state is not None and state[1] == self._slot_start
+
+    def _settle_locked(self, start: float, *, split: bool, incoming: int = 0) -> int | None:
+        """Make the live file the one for slot ``start`` (rotating an older one); return the fd to write to.
+
+        ``None`` means the record belongs to a slot *older* than the live file's (a straggler).
+        """
+        try:
+            st = os.stat(self.baseFilename)
+        except FileNotFoundError:
+            st = None
+        state = _read_state(self._lock_file)
+        if st is None:
+            fd = self._reopen()
+            self._claim_slot(start)
+            return fd
+        if state is not None and state[0] == st.st_ino:
+            live_start = state[1]
+        elif st.st_size == 0:
+            live_start = start  # an empty, unclaimed file (just created by someone's open) belongs to this record
+        else:  # a file flocklog did not create (or whose state was lost): judged by its mtime, as the stdlib does
+            live_start = self.policy.start_of(st.st_mtime)
+        if start < live_start:
+            return None
+        if start > live_start or (split and st.st_size > 0 and st.st_size + incoming > self.maxBytes):
+            if st.st_size > 0:
+                self._slots.archive_live(live_start, self.rotate, self.rotation_filename)
+                self._maintenance.kick()
+            fd = self._reopen()
+            self._claim_slot(start)
+            return fd
+        if self._fd is None or self._path_moved():
+            self._reopen()
+        self._set_slot(live_start)
+        if state is None or state[0] != st.st_ino:
+            self._claim_slot(live_start)
+        return self._fd
+
+    def _claim_slot(self, start: float) -> None:
+        assert self._ident is not None
+        self._lock_file.write_state(f"{self._ident[1]} {start!r}")
+        self._set_slot(start)
+
+    def _set_slot(self, start: float) -> None:
+        self._slot_start = start
+        self._slot_end = self.policy.next_after(start)
+        self.rolloverAt = int(self._slot_end)
+
+    def _write_straggler(self, start: float, data: bytes) -> None:
+        """A record older than the live file: append it to its own slot's archive if that is still plain text."""
+        archive = self._slots.plain_archive_for(start)
+        if archive is None:
+            self.misfiled += 1  # its slot's archive is gone or compressed: keep the record, in the live file
+            assert self._fd is not None
+            self._write(self._fd, data)
+            return
+        fd = os.open(archive, os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0))
+        try:
+            self._write(fd, data)
+        finally:
+            os.close(fd)
+
+    misfiled = 0  # stragglers that could not be filed under their own slot
+
+
+def _read_state(lock: RotationLock) -> tuple[int, float] | None:
+    try:
+        ino, start = lock.read_state().split()
+        return int(ino), float(start)
+    except ValueError:
+        return None
+
+
+def _legacy_options(
+    base: str | os.PathLike[str], legacy: dict[str, Any], compress: bool, lock_file: str | None
+) -> tuple[bool, str | None]:
+    """Map the options users of ``concurrent-log-handler`` pass most, so migrating is one changed import."""
+    if "use_gzip" in legacy:
+        compress = bool(legacy.pop("use_gzip"))
+    if "lock_file_directory" in legacy:
+        directory = legacy.pop("lock_file_directory")
+        if directory and lock_file is None:
+            lock_file = os.path.join(str(directory), "." + os.path.basename(os.fspath(base)) + ".lock")
+    for harmless in ("chmod", "umask", "owner", "newline", "terminator", "unicode_error_policy", "debug"):
+        legacy.pop(harmless, None)
+    if legacy:
+        raise ConfigError(
+            f"unsupported option(s) {', '.join(sorted(legacy))}: flocklog's handlers take the stdlib's arguments "
+            "plus compress=, max_age= and lock_file="
+        )
+    return compress, lock_file
+
+
+ConcurrentRotatingFileHandler = RotatingFileHandler
+ConcurrentTimedRotatingFileHandler = TimedRotatingFileHandler
