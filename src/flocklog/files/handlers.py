@@ -14,6 +14,7 @@ import locale
 import logging
 import logging.handlers
 import os
+import time
 import weakref
 from typing import Any
 
@@ -22,6 +23,7 @@ from flocklog.files._lock import RotationLock
 from flocklog.files._maintenance import Maintenance, SizeArchives, TimedArchives
 from flocklog.files.policies import TimePolicy
 
+PATH_CHECK_INTERVAL = 1.0  # seconds between checks that the path still names the file a process holds
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 _LIVE: weakref.WeakSet[_SafeFileMixin] = weakref.WeakSet()
 
@@ -68,6 +70,8 @@ class _SafeFileMixin:
         self._fd: int | None = None
         self._ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the file our descriptor holds
         self._needs_newline = False
+        self._end = 0  # file offset after our last write: the file's size then, all writers included
+        self._next_check = 0.0  # monotonic time of the next "is the path still our file?" check
         self._truncate_first = self.mode.startswith("w")
         codec = self.encoding if self.encoding not in (None, "locale") else locale.getpreferredencoding(False)
         self._codec = codec or "utf-8"
@@ -86,7 +90,8 @@ class _SafeFileMixin:
         self._truncate_first = False
         fd = os.open(self.baseFilename, flags, 0o644)
         st = os.fstat(fd)
-        self._fd, self._ident = fd, (st.st_dev, st.st_ino)
+        self._fd, self._ident, self._end = fd, (st.st_dev, st.st_ino), st.st_size
+        self._next_check = time.monotonic() + PATH_CHECK_INTERVAL
         return fd
 
     def _close_fd(self) -> None:
@@ -102,6 +107,24 @@ class _SafeFileMixin:
         except FileNotFoundError:
             return True
         return (st.st_dev, st.st_ino) != self._ident
+
+    def _moved_lately(self) -> bool:
+        """The path check, at most once per :data:`PATH_CHECK_INTERVAL` (a ``stat`` per record costs ~25%).
+
+        Rotation by another process does not need it: the size handler sees its old file is full (the offset
+        after each write is the file's size), the timed handler sees a record belongs to a newer slot. This
+        check catches the rest: an external ``logrotate`` or a deleted file.
+        """
+        now = time.monotonic()
+        if now < self._next_check:
+            return False
+        self._next_check = now + PATH_CHECK_INTERVAL
+        return self._path_moved()
+
+    def _write_tracked(self, fd: int, data: bytes) -> None:
+        self._write(fd, data)
+        if fd == self._fd:
+            self._end = os.lseek(fd, 0, os.SEEK_CUR)  # O_APPEND: where our record ended is the file's size
 
     def _after_fork(self) -> None:
         # The O_APPEND descriptor may be shared with the parent; the lock descriptor and the thread may not.
@@ -135,6 +158,7 @@ class _SafeFileMixin:
             self._emit_bytes(record, data)
         except Exception:
             self.dropped += 1
+            self._next_check = 0.0  # after a failure (full disk, removed file) look at the path again at once
             self.handleError(record)  # type: ignore[attr-defined]  # logging.Handler.handleError
 
     def _emit_bytes(self, record: logging.LogRecord, data: bytes) -> None:
@@ -229,7 +253,7 @@ class RotatingFileHandler(_SafeFileMixin, logging.handlers.RotatingFileHandler):
 
     def _rotate_locked(self, *, force: bool, incoming: int) -> None:
         assert self._fd is not None
-        size = os.fstat(self._fd).st_size
+        size = self._end = os.fstat(self._fd).st_size
         if size == 0 or not (force or size + incoming > self.maxBytes):
             return
         if self.backupCount > 0:
@@ -238,25 +262,18 @@ class RotatingFileHandler(_SafeFileMixin, logging.handlers.RotatingFileHandler):
         self._maintenance.kick()
 
     def _emit_bytes(self, record: logging.LogRecord, data: bytes) -> None:
-        # One stat answers both questions: is the path still our file, and how big is it (all writers included)?
-        try:
-            st: os.stat_result | None = os.stat(self.baseFilename)
-        except FileNotFoundError:
-            st = None
         fd = self._fd
-        if fd is None or st is None or (st.st_dev, st.st_ino) != self._ident:
+        if fd is None or self._moved_lately():
             fd = self._reopen()
-            size = os.fstat(fd).st_size
-        else:
-            size = st.st_size
-        if self.maxBytes > 0 and self.backupCount > 0 and size > 0 and size + len(data) > self.maxBytes:
+        if self.maxBytes > 0 and self.backupCount > 0 and self._end + len(data) > self.maxBytes:
+            # Our file is full, or another process rotated it away from us (it was full): decide under the lock.
             with self._lock_file.held():
                 if self._path_moved():
                     self._reopen()  # someone rotated while we waited: check the new file, do not rotate twice
                 self._rotate_locked(force=False, incoming=len(data))
             fd = self._fd
             assert fd is not None
-        self._write(fd, data)
+        self._write_tracked(fd, data)
 
 
 class TimedRotatingFileHandler(_SafeFileMixin, logging.handlers.TimedRotatingFileHandler):
@@ -332,16 +349,15 @@ class TimedRotatingFileHandler(_SafeFileMixin, logging.handlers.TimedRotatingFil
         if fd is not None and self._slot_start <= created < self._slot_end:
             # Our file is this record's slot. If another process renamed it into an archive, it still is the
             # right file for this record, as long as it was not compressed or deleted meanwhile.
-            moved = self._path_moved()
-            usable = not moved or (os.fstat(fd).st_nlink > 0 and not self._slot_reassigned())
-            if usable and (not self.maxBytes or os.fstat(fd).st_size + len(data) <= self.maxBytes):
-                self._write(fd, data)
+            usable = not self._moved_lately() or (os.fstat(fd).st_nlink > 0 and not self._slot_reassigned())
+            if usable and (not self.maxBytes or self._end + len(data) <= self.maxBytes):
+                self._write_tracked(fd, data)
                 return
         with self._lock_file.held():
             start = self.policy.start_of(created)
             target = self._settle_locked(start, split=bool(self.maxBytes), incoming=len(data))
             if target is not None:
-                self._write(target, data)
+                self._write_tracked(target, data)
             else:
                 self._write_straggler(start, data)
 
