@@ -1,0 +1,102 @@
+"""``flocklog serve``: run a hub as its own process (graceful SIGTERM, SIGHUP reopens files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from flocklog.errors import ConfigError, FlocklogError
+
+
+def load_config(path: str) -> dict[str, Any]:
+    """A logging dictConfig dict from a JSON, TOML or YAML file (by extension)."""
+    text = Path(path).read_text(encoding="utf-8")
+    suffix = Path(path).suffix.lower()
+    data: Any
+    if suffix == ".toml":
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - Python 3.10
+            import tomli as tomllib  # type: ignore[import-not-found]  # only on Python 3.10
+        data = tomllib.loads(text)
+    elif suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as exc:
+            raise ConfigError(f"{path} is YAML: install PyYAML (pip install pyyaml) or use JSON/TOML") from exc
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a logging dictConfig mapping")
+    return data
+
+
+def register(group: click.Group) -> None:
+    @group.command()
+    @click.option(
+        "--config",
+        "config_path",
+        required=True,
+        type=click.Path(exists=True, dir_okay=False),
+        help="logging dictConfig file (JSON, TOML or YAML); its root handlers write the records.",
+    )
+    @click.option("--unix", "unix_path", default=None, help="Listen on this Unix socket path (mode 0600).")
+    @click.option("--tcp", "tcp_addr", default=None, help="Listen on HOST:PORT (non-loopback needs --secret).")
+    @click.option("--secret", envvar="FLOCKLOG_HUB_SECRET", default=None, help="Shared secret: frames are HMAC'd.")
+    @click.option(
+        "--drain-timeout",
+        type=float,
+        default=10.0,
+        show_default=True,
+        help="Seconds to write what was received after SIGTERM.",
+    )
+    def serve(
+        config_path: str, unix_path: str | None, tcp_addr: str | None, secret: str | None, drain_timeout: float
+    ) -> None:
+        """Run a log hub: clients (flocklog.HubHandler) send records, this process writes them once."""
+        import signal
+        import threading
+
+        from flocklog.hub._address import ENV_ADDRESS
+        from flocklog.hub.server import Hub, handlers_from_config
+
+        addresses = []
+        if unix_path:
+            addresses.append(f"unix:{unix_path}")
+        if tcp_addr:
+            addresses.append(tcp_addr if tcp_addr.startswith("tcp://") else f"tcp://{tcp_addr}")
+        if not addresses:
+            env = os.environ.get(ENV_ADDRESS)
+            if not env:
+                raise click.UsageError(f"give --unix PATH and/or --tcp HOST:PORT (or set {ENV_ADDRESS})")
+            addresses.append(env)
+        try:
+            handlers = handlers_from_config(load_config(config_path))
+            hub = Hub(handlers, addresses=addresses, secret=secret)
+        except (FlocklogError, OSError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+        signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+        signal.signal(signal.SIGHUP, lambda signum, frame: hub.reopen())
+        click.echo(f"flocklog hub pid {hub.pid} listening on {', '.join(hub.addresses)}", err=True)
+        while not stop.wait(0.5):
+            pass
+        hub.stop(timeout=drain_timeout)
+        status = hub.status()
+        for handler in handlers:
+            try:
+                handler.close()
+            except Exception as exc:  # a handler failing to close must not turn a clean stop into a crash
+                click.echo(f"flocklog hub: closing {handler!r} failed: {exc}", err=True)
+        click.echo(
+            f"flocklog hub stopped: {status['records_written']} records written, {status['malformed']} malformed, "
+            f"{status['auth_failed']} unauthenticated frames",
+            err=True,
+        )

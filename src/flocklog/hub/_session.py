@@ -1,0 +1,69 @@
+"""One client connection to a hub: the hello handshake, then sealed request/reply frames with counters."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from typing import Any
+
+from flocklog.errors import FrameError, HubError
+from flocklog.hub import frames
+from flocklog.hub._address import Address, connect
+
+
+class ClientSession:
+    """A blocking connection that has completed the hub's hello; not thread-safe (one sender owns it)."""
+
+    def __init__(self, address: Address, secret: bytes | None, timeout: float) -> None:
+        self.sock: socket.socket = connect(address, timeout)
+        try:
+            hello = frames.open_payload(
+                frames.read_payload(self.sock, frames.DEFAULT_MAX_FRAME),
+                secret=None,
+                nonce=b"",
+                direction=frames.TO_CLIENT,
+                counter=0,
+            )
+            nonce = hello.get("nonce")
+            if hello["t"] != "hello" or not isinstance(nonce, bytes):
+                raise FrameError("the peer did not greet like a flocklog hub")
+            self.max_frame = int(hello.get("max", frames.DEFAULT_MAX_FRAME))
+            self.nonce = nonce
+            auth = bool(hello.get("auth"))
+            if auth and secret is None:
+                raise HubError(
+                    f"the hub at {address} requires a shared secret: pass secret=... or set FLOCKLOG_HUB_SECRET"
+                )
+            self.secret = secret if auth else None
+        except (OSError, ConnectionError) as exc:
+            self.sock.close()
+            raise HubError(f"the hub at {address} closed the connection during the handshake: {exc}") from exc
+        except BaseException:
+            self.sock.close()
+            raise
+        self.sent = 0
+        self.received = 0
+
+    def send(self, obj: dict[str, Any]) -> None:
+        self.sendall(self.seal(frames.pack(obj)))
+
+    def seal(self, body: bytes) -> bytes:
+        self.sent += 1
+        return frames.seal(body, secret=self.secret, nonce=self.nonce, direction=frames.TO_HUB, counter=self.sent)
+
+    def sendall(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def receive(self) -> dict[str, Any]:
+        self.received += 1
+        payload = frames.read_payload(self.sock, self.max_frame)
+        reply: dict[str, Any] = frames.open_payload(
+            payload, secret=self.secret, nonce=self.nonce, direction=frames.TO_CLIENT, counter=self.received
+        )
+        if reply["t"] == "error":
+            raise HubError(f"the hub refused a frame: {reply.get('reason')}")
+        return reply
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()

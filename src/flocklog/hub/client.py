@@ -1,0 +1,501 @@
+"""HubHandler: a logging handler that ships formatted records to a hub, spooling to disk while the hub is away.
+
+``emit()`` only formats, encodes and appends to a bounded buffer; a background sender thread batches, sends, waits
+for the hub's ack and, when the hub cannot be reached, appends the batch to a local spool file that is replayed in
+order (before anything newer) once the hub is back. Batches carry ``(client id, seq)`` so a resent batch that the
+hub already wrote is skipped there. After ``fork`` the child starts empty with a new client id and its own thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import weakref
+from pathlib import Path
+from types import FrameType
+from typing import Any, BinaryIO
+
+from flocklog.errors import ConfigError, FrameError, HubError
+from flocklog.hub import frames
+from flocklog.hub._address import resolve_address, resolve_secret
+from flocklog.hub._session import ClientSession
+
+ENV_SPOOL_DIR = "FLOCKLOG_HUB_SPOOL_DIR"
+_POLICIES = ("drop_oldest", "drop_newest", "block")
+_ENVELOPE_ROOM = 1024  # batch map keys, client id, seq, stats and the MAC around the records
+_FSYNC_INTERVAL = 1.0
+_HANDLERS: weakref.WeakSet[HubHandler] = weakref.WeakSet()
+
+
+def default_spool_dir() -> str:
+    return os.environ.get(ENV_SPOOL_DIR) or os.path.join(tempfile.gettempdir(), f"flocklog-spool-{os.getuid()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class HubHandler(logging.Handler):
+    """Send records to a flocklog hub; never block the caller beyond microseconds (unless ``when_full='block'``).
+
+    The text the hub writes is this handler's formatted message (``self.format(record)``), so configure the
+    formatter here. Whatever cannot be delivered within ``drain_timeout`` at exit goes to the spool, and spool files
+    left by dead processes in ``spool_dir`` are adopted and replayed by the next HubHandler that starts there.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        secret: str | bytes | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,
+        capacity: int = 10000,
+        when_full: str = "drop_oldest",
+        drain_timeout: float = 5.0,
+        batch_size: int = 512,
+        max_frame: int = frames.DEFAULT_MAX_FRAME,
+        connect_timeout: float = 2.0,
+        retry_interval: float = 0.5,
+        handle_sigterm: bool = True,
+        adopt_orphans: bool = True,
+        level: int | str = logging.NOTSET,
+    ) -> None:
+        super().__init__(level)
+        if when_full not in _POLICIES:
+            raise ConfigError(f"when_full={when_full!r}: use one of {', '.join(_POLICIES)}")
+        if capacity < 1 or batch_size < 1:
+            raise ConfigError("capacity and batch_size must be >= 1")
+        if max_frame < 4 * _ENVELOPE_ROOM:
+            raise ConfigError(f"max_frame must be at least {4 * _ENVELOPE_ROOM} bytes")
+        self.address = resolve_address(address)
+        self.secret = resolve_secret(secret)
+        self.spool_dir = Path(spool_dir) if spool_dir is not None else Path(default_spool_dir())
+        self.capacity = capacity
+        self.when_full = when_full
+        self.drain_timeout = drain_timeout
+        self.batch_size = batch_size
+        self.max_frame = max_frame
+        self.connect_timeout = connect_timeout
+        self.retry_interval = retry_interval
+        self.adopt_orphans = adopt_orphans
+        self._record_limit = max_frame - _ENVELOPE_ROOM
+        self._reset_state()
+        _HANDLERS.add(self)
+        if handle_sigterm:
+            _install_sigterm_drain()
+
+    # -- state that a forked child must not share ------------------------------------------------------------
+    def _reset_state(self) -> None:
+        self._pid = os.getpid()
+        self._cid = uuid.uuid4().hex
+        self._seq = 0
+        self._mutex = threading.Lock()
+        self._space = threading.Condition(self._mutex)
+        self._wake = threading.Event()
+        self._idle = threading.Condition(threading.Lock())
+        self._buf: collections.deque[bytes] = collections.deque()
+        self._inflight = 0
+        self._thread: threading.Thread | None = None
+        self._session: ClientSession | None = None
+        self._next_connect = 0.0
+        self._closing = False
+        self._closed = False
+        self._deadline = float("inf")
+        self._spool_path = self.spool_dir / f"{self._pid}-{self._cid}.spool"
+        self._spool_file: BinaryIO | None = None
+        self._last_fsync = 0.0
+        self._pending_spools: list[Path] = []  # replay order: adopted orphans first, then our own spool
+        self._replay_file: BinaryIO | None = None
+        self._replay_path: Path | None = None
+        self._stats: dict[str, int] = dict.fromkeys(
+            (
+                "emitted",
+                "sent",
+                "spooled",
+                "replayed",
+                "dropped_full",
+                "dropped_oversize",
+                "truncated",
+                "dropped_spool_error",
+                "batches",
+                "reconnects",
+                "connect_failures",
+                "adopted_spools",
+            ),
+            0,
+        )
+        self._warned: set[str] = set()
+
+    def _after_fork_in_child(self) -> None:
+        """The child owns nothing of the parent's: not its buffer (the parent sends it), socket, thread or spool."""
+        if self._session is not None:
+            with contextlib.suppress(OSError):
+                self._session.sock.close()
+        for f in (self._spool_file, self._replay_file):
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    os.close(f.fileno())
+        self._reset_state()
+
+    # -- the hot path ----------------------------------------------------------------------------------------
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if self._pid != os.getpid():  # forked without the at-fork hook (should not happen): start fresh
+                self._after_fork_in_child()
+            msg = self.format(record)
+            data, truncated = frames.encode_record(frames.record_to_fields(record, msg), self._record_limit)
+            self._enqueue(data, truncated)
+        except Exception:
+            self.handleError(record)
+
+    def _enqueue(self, data: bytes, truncated: bool) -> None:
+        with self._mutex:
+            if self._closed:
+                self._warn_once("closed", "flocklog HubHandler: record emitted after close() was spooled")
+                self._spool_batches([[data]])
+                return
+            st = self._stats
+            st["emitted"] += 1
+            if truncated:
+                st["truncated"] += 1
+            buf = self._buf
+            if len(buf) >= self.capacity:
+                if self.when_full == "drop_newest":
+                    st["dropped_full"] += 1
+                    return
+                if self.when_full == "drop_oldest":
+                    buf.popleft()
+                    st["dropped_full"] += 1
+                else:
+                    while len(buf) >= self.capacity and not self._closing:
+                        self._wake.set()
+                        self._space.wait(0.1)
+            buf.append(data)
+            if self._thread is None:
+                self._start_sender()
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def _start_sender(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="flocklog-hub-sender", daemon=True)
+        self._thread.start()
+
+    # -- the sender thread -----------------------------------------------------------------------------------
+    def _take_batch(self) -> list[bytes]:
+        with self._mutex:
+            batch: list[bytes] = []
+            size = 0
+            buf = self._buf
+            while buf and len(batch) < self.batch_size and size + len(buf[0]) + 8 <= self._record_limit:
+                item = buf.popleft()
+                batch.append(item)
+                size += len(item) + 8
+            if not batch and buf:  # one record of exactly the limit
+                batch.append(buf.popleft())
+            self._inflight = len(batch)
+            if batch and self.when_full == "block":
+                self._space.notify_all()
+            return batch
+
+    def _run(self) -> None:
+        if self.adopt_orphans:
+            self._adopt_orphan_spools()
+        while True:
+            self._wake.wait(self.retry_interval)
+            self._wake.clear()
+            while True:
+                if self._pending_spools and not self._past_deadline():
+                    self._try_replay()
+                batch = self._take_batch()
+                if not batch:
+                    break
+                self._deliver(batch)
+                with self._mutex:
+                    self._inflight = 0
+            with self._idle:
+                self._idle.notify_all()
+            if self._closing and not self._buf:
+                self._close_session()
+                self._close_spool()
+                return
+
+    def _past_deadline(self) -> bool:
+        return time.monotonic() >= self._deadline
+
+    def _new_batch_body(self, recs: list[bytes]) -> bytes:
+        seq = self._seq
+        self._seq += 1
+        st = self._stats
+        return frames.pack(
+            {"t": "b", "cid": self._cid, "seq": seq, "recs": recs, "st": [st["spooled"], st["dropped_full"]]}
+        )
+
+    def _deliver(self, recs: list[bytes]) -> None:
+        body = self._new_batch_body(recs)
+        self._stats["batches"] += 1
+        if not self._pending_spools and self._ensure_session() and self._send_body(body):
+            self._stats["sent"] += len(recs)
+            return
+        self._spool_bodies([body], len(recs))
+
+    def _ensure_session(self) -> bool:
+        if self._session is not None:
+            return True
+        now = time.monotonic()
+        if now < self._next_connect or self._past_deadline():
+            return False
+        timeout = min(self.connect_timeout, max(0.05, self._deadline - now))
+        try:
+            self._session = ClientSession(self.address, self.secret, timeout)
+        except (HubError, FrameError, OSError) as exc:
+            self._stats["connect_failures"] += 1
+            self._next_connect = now + self.retry_interval
+            self._warn_once("connect", f"flocklog HubHandler: hub unreachable, spooling to {self.spool_dir}: {exc}")
+            return False
+        self._stats["reconnects"] += 1
+        self._warned.discard("connect")
+        return True
+
+    def _send_body(self, body: bytes) -> bool:
+        """Send one batch and wait for its ack; False (connection dropped) means: keep it, spool or resend it."""
+        session = self._session
+        if session is None:
+            return False
+        try:
+            if self._deadline != float("inf"):
+                session.sock.settimeout(max(0.05, min(self.connect_timeout, self._deadline - time.monotonic())))
+            session.sendall(session.seal(body))
+            reply = session.receive()
+            seq = frames.unpack(body)["seq"]
+            if reply.get("t") != "ack" or reply.get("seq") != seq:
+                raise FrameError(f"unexpected reply {reply.get('t')!r} to batch {seq}")
+            return True
+        except (OSError, ConnectionError, HubError) as exc:
+            self._warn_once("send", f"flocklog HubHandler: lost the hub ({exc}); spooling to {self.spool_dir}")
+            self._close_session()
+            self._next_connect = time.monotonic() + min(0.05, self.retry_interval)
+            return False
+
+    def _close_session(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    # -- the spool -------------------------------------------------------------------------------------------
+    def _spool_bodies(self, bodies: list[bytes], nrecs: int) -> None:
+        try:
+            if self._spool_file is None:
+                self.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._spool_file = open(self._spool_path, "ab")  # noqa: SIM115 - kept open across batches
+            for body in bodies:
+                self._spool_file.write(frames.HEADER.pack(len(body)) + body)
+            self._spool_file.flush()
+            now = time.monotonic()
+            if now - self._last_fsync >= _FSYNC_INTERVAL:
+                os.fsync(self._spool_file.fileno())
+                self._last_fsync = now
+            if self._spool_path not in self._pending_spools:
+                self._pending_spools.append(self._spool_path)
+            self._stats["spooled"] += nrecs
+        except OSError as exc:
+            self._stats["dropped_spool_error"] += nrecs
+            self._warn_once("spool", f"flocklog HubHandler: cannot spool {nrecs} records to {self.spool_dir}: {exc}")
+
+    def _spool_batches(self, batches: list[list[bytes]]) -> None:
+        for recs in batches:
+            self._spool_bodies([self._new_batch_body(recs)], len(recs))
+
+    def _close_spool(self) -> None:
+        if self._spool_file is not None:
+            with contextlib.suppress(OSError):
+                self._spool_file.flush()
+                os.fsync(self._spool_file.fileno())
+                self._spool_file.close()
+            self._spool_file = None
+        if self._replay_file is not None:
+            with contextlib.suppress(OSError):
+                self._replay_file.close()
+            self._replay_file = None
+
+    def _try_replay(self) -> None:
+        """Replay spool files in order, one acked batch at a time; stop at the first failure (resume there)."""
+        while self._pending_spools:
+            if not self._ensure_session():
+                return
+            path = self._pending_spools[0]
+            if self._replay_file is None or self._replay_path != path:
+                try:
+                    self._replay_file = open(path, "rb")  # noqa: SIM115 - position kept between attempts
+                except FileNotFoundError:
+                    self._pending_spools.pop(0)
+                    continue
+                self._replay_path = path
+            f = self._replay_file
+            while True:
+                pos = f.tell()
+                header = f.read(frames.HEADER.size)
+                body = f.read(frames.HEADER.unpack(header)[0]) if len(header) == frames.HEADER.size else b""
+                if not body:
+                    break
+                try:
+                    nrecs = len(frames.unpack(body)["recs"])
+                except (FrameError, KeyError, TypeError):
+                    nrecs = 0
+                if not self._send_body(body):
+                    f.seek(pos)
+                    return
+                self._stats["replayed"] += nrecs
+            # the file is fully replayed; ours may still be open for appending: close it so new spooling starts
+            # a fresh file
+            if path == self._spool_path and self._spool_file is not None:
+                self._spool_file.close()
+                self._spool_file = None
+            f.close()
+            self._replay_file = None
+            self._replay_path = None
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            self._pending_spools.pop(0)
+
+    def _adopt_orphan_spools(self) -> None:
+        """Claim spool files of dead processes (by renaming them to our pid) so they are replayed, oldest first."""
+        try:
+            candidates = sorted(self.spool_dir.glob("*.spool"), key=lambda p: p.stat().st_mtime)
+        except OSError:
+            return
+        for path in candidates:
+            owner = path.name.split("-", 1)[0]
+            if not owner.isdigit() or int(owner) == self._pid or _pid_alive(int(owner)):
+                continue
+            claimed = path.with_name(f"{self._pid}-adopted-{path.name}")
+            try:
+                os.rename(path, claimed)
+            except OSError:
+                continue  # another process adopted it first
+            self._pending_spools.append(claimed)
+            self._stats["adopted_spools"] += 1
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until everything emitted so far was acked by the hub or spooled; True if that happened in time."""
+        deadline = time.monotonic() + (self.drain_timeout if timeout is None else timeout)
+        while True:
+            with self._mutex:
+                idle = not self._buf and not self._inflight and not self._pending_spools
+            if idle:
+                return True
+            if time.monotonic() >= deadline or self._thread is None or not self._thread.is_alive():
+                return False
+            self._wake.set()
+            with self._idle:
+                self._idle.wait(0.05)
+
+    def flush(self) -> None:
+        self._wake.set()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: emitted, sent, spooled, replayed, dropped_full, dropped_oversize, truncated, ..."""
+        with self._mutex:
+            data: dict[str, Any] = dict(self._stats)
+            data["buffered"] = len(self._buf) + self._inflight
+        data["connected"] = self._session is not None
+        data["pending_spools"] = len(self._pending_spools)
+        data["client_id"] = self._cid
+        data["pid"] = self._pid
+        return data
+
+    def close(self) -> None:
+        """Drain within ``drain_timeout``; whatever is still unsent then goes to the spool file, never lost."""
+        if self._pid != os.getpid() or self._closed:
+            super().close()
+            return
+        thread = self._thread
+        with self._mutex:
+            self._closing = True
+            self._deadline = time.monotonic() + self.drain_timeout
+            self._space.notify_all()
+        self._wake.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(self.drain_timeout + self.connect_timeout + 1.0)
+        with self._mutex:
+            self._closed = True
+            leftovers = list(self._buf)
+            self._buf.clear()
+        if thread is None or not thread.is_alive():
+            if leftovers:
+                self._deadline = 0.0
+                self._spool_batches(
+                    [leftovers[i : i + self.batch_size] for i in range(0, len(leftovers), self.batch_size)]
+                )
+            self._close_spool()
+            self._close_session()
+        elif leftovers:  # the sender is stuck in a send (bounded by the socket timeout); do not race its files
+            self._warn_once("stuck", f"flocklog HubHandler: sender stuck at close; {len(leftovers)} records lost")
+            self._stats["dropped_spool_error"] += len(leftovers)
+        _HANDLERS.discard(self)
+        super().close()
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            with contextlib.suppress(Exception):
+                sys.stderr.write(message + "\n")
+
+    def __repr__(self) -> str:
+        return f"<HubHandler {self.address} ({logging.getLevelName(self.level)})>"
+
+
+def _after_fork_in_child() -> None:
+    for handler in list(_HANDLERS):
+        handler._after_fork_in_child()
+
+
+def _drain_all_at_exit() -> None:
+    """Runs before the interpreter (or a multiprocessing child, which skips atexit) joins its threads."""
+    for handler in list(_HANDLERS):
+        with contextlib.suppress(Exception):
+            handler.close()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+_register_threading_atexit = getattr(threading, "_register_atexit", None)
+if _register_threading_atexit is not None:
+    with contextlib.suppress(RuntimeError):
+        _register_threading_atexit(_drain_all_at_exit)
+
+_sigterm_installed = False
+
+
+def _sigterm_exit(signum: int, frame: FrameType | None) -> None:
+    # SystemExit unwinds normally, so the exit hooks drain every HubHandler before the process ends.
+    raise SystemExit(128 + signum)
+
+
+def _install_sigterm_drain() -> None:
+    """Turn a default (instantly fatal) SIGTERM into a normal exit, so buffered records are drained first.
+
+    Only from the main thread and only if nobody installed a SIGTERM handler (gunicorn, Celery... keep theirs).
+    """
+    global _sigterm_installed
+    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _sigterm_exit)
+            _sigterm_installed = True
+    except (ValueError, OSError):
+        pass
