@@ -9,6 +9,7 @@ import logging.handlers
 import multiprocessing
 import os
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -184,15 +185,23 @@ def test_bad_arguments_fail_at_construction_with_a_clear_error(tmp_path: Path) -
         RotatingFileHandler(str(tmp_path / "a.log"), backupCount=-2)
     with pytest.raises(ConfigError, match="does not exist"):
         RotatingFileHandler(str(tmp_path / "missing" / "a.log"), delay=True)
-    locked = tmp_path / "ro"
-    locked.mkdir()
-    locked.chmod(0o500)
-    try:
-        if os.geteuid() != 0:  # root may write anywhere; the check is for everyone else
-            with pytest.raises(ConfigError, match="not writable"):
-                RotatingFileHandler(str(locked / "a.log"))
-    finally:
-        locked.chmod(0o700)
+    # A directory this process may not write to: checked as an unprivileged user, since root may write anywhere.
+    locked = Path(tempfile.mkdtemp(prefix="flocklog-locked-"))  # under /tmp, reachable by every user
+    locked.chmod(0o755)
+    pid = os.fork()
+    if pid == 0:  # the child drops root, then constructs the handler exactly as an app would
+        code = 1
+        try:
+            if os.geteuid() == 0:
+                os.setuid(65534)
+            RotatingFileHandler(str(locked / "a.log"))
+        except ConfigError as exc:
+            code = 3 if "not writable" in str(exc) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    locked.rmdir()
+    assert os.waitstatus_to_exitcode(status) == 3
     with pytest.raises(ConfigError, match="unsupported option"):
         RotatingFileHandler(str(tmp_path / "a.log"), frobnicate=True)
 

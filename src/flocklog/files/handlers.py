@@ -14,6 +14,7 @@ import locale
 import logging
 import logging.handlers
 import os
+import stat
 import time
 import weakref
 from typing import Any
@@ -38,9 +39,21 @@ if hasattr(os, "register_at_fork"):
 
 
 def _check_directory(path: str) -> None:
+    """Fail at construction, with the reason, rather than on the first record in some worker much later."""
     directory = os.path.dirname(path) or "."
-    if not os.path.isdir(directory):
-        raise ConfigError(f"log directory {directory!r} does not exist: create it, or point the handler elsewhere")
+    try:
+        st = os.stat(directory)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"log directory {directory!r} does not exist: create it, or point the handler elsewhere"
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            f"log directory {directory!r} cannot be reached by this process (uid {os.getuid()}): "
+            "a parent directory denies access"
+        ) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{directory!r} is not a directory, so {os.path.basename(path)!r} cannot live in it")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise ConfigError(f"log directory {directory!r} is not writable by this process (uid {os.getuid()})")
     if os.path.isdir(path):
