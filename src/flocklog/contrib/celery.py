@@ -1,0 +1,181 @@
+"""Celery workers logging into one set of rotating files: one ``setup(app)`` call wires every process role.
+
+'hub' mode: the main worker process owns an in-process hub that owns the files; prefork children send to it.
+'files' mode: every process writes the files directly through flocklog's process-safe handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from flocklog.contrib import (
+    PID_TID_FORMAT,
+    FileSettings,
+    Mode,
+    check_hub_reachable,
+    check_mode,
+    drain_installed,
+    hub_handler,
+    install_root_handler,
+    installed_handlers,
+    level_number,
+    startup_errors,
+)
+from flocklog.errors import ConfigError
+
+__all__ = ["CeleryLogging", "setup"]
+
+_log = logging.getLogger("flocklog.contrib.celery")
+
+
+@dataclass
+class CeleryLogging:
+    """What :func:`setup` decided, kept so the worker's signals act on it and tests can inspect it."""
+
+    mode: Mode
+    files: FileSettings | None
+    logging_config: dict[str, Any] | None
+    hub_address: str | None
+    level: str | int | None
+    hub: Any = None
+    owner_pid: int | None = None
+    receivers: list[Any] = field(default_factory=list)
+
+    # -- the worker's main process -----------------------------------------------------------------------------
+    def on_setup_logging(self, loglevel: Any = None, **_: Any) -> None:
+        """Celery's ``setup_logging``: connecting it is what stops Celery from configuring logging itself."""
+        level = self.level if self.level is not None else (loglevel or "INFO")
+        with startup_errors():
+            if self.mode == "files":
+                self._configure_files(level)
+            else:
+                self._configure_hub(level)
+        self.owner_pid = os.getpid()
+
+    def _configure_files(self, level: str | int) -> None:
+        if self.logging_config is not None:
+            logging.config.dictConfig(self.logging_config)
+            return
+        assert self.files is not None  # guaranteed by setup()
+        install_root_handler(self.files.build_handler(), level)
+
+    def _configure_hub(self, level: str | int) -> None:
+        address = self.hub_address
+        if address is not None:
+            check_hub_reachable(address)
+        else:
+            self.hub = self._start_hub()
+            address = self.hub.address
+        self.hub_address = address
+        install_root_handler(hub_handler(address, self.files), level)
+
+    def _start_hub(self) -> Any:
+        from flocklog.contrib import HUB_ADDRESS_ENV, private_hub_address
+        from flocklog.hub.server import start_hub
+
+        if self.logging_config is not None:
+            hub = start_hub(config=self.logging_config, address=private_hub_address())
+        else:
+            assert self.files is not None  # guaranteed by setup()
+            hub = start_hub([self.files.build_handler()], address=private_hub_address())
+        os.environ[HUB_ADDRESS_ENV] = hub.address
+        return hub
+
+    def on_worker_shutdown(self, **_: Any) -> None:
+        """Warm and cold shutdown both end here after the pool is gone: drain our client, then stop the hub."""
+        if self.owner_pid != os.getpid():
+            return
+        drain_installed()
+        if self.hub is not None:
+            self.hub.stop(10.0)
+            self.hub = None
+
+    # -- prefork children --------------------------------------------------------------------------------------
+    def on_worker_process_init(self, **_: Any) -> None:
+        """A fresh hub client per child: never reuse a socket or buffer that the parent also holds."""
+        if self.mode != "hub" or self.hub_address is None:
+            return
+        root = logging.getLogger()
+        level = root.level
+        for inherited in installed_handlers():
+            # Not closed: closing could flush what belongs to the parent; the fork reset already emptied it.
+            root.removeHandler(inherited)
+        install_root_handler(hub_handler(self.hub_address, self.files), level)
+
+    def on_worker_process_shutdown(self, **_: Any) -> None:
+        """Billiard children leave with ``os._exit``: without this, records still buffered would be lost."""
+        drain_installed()
+
+
+def setup(
+    app: Any,
+    *,
+    mode: str = "hub",
+    logging_config: dict[str, Any] | None = None,
+    log_file: str | os.PathLike[str] | None = "logs/celery.log",
+    when: str = "midnight",
+    interval: int = 1,
+    backup_count: int = 7,
+    max_bytes: int = 0,
+    compress: bool = False,
+    utc: bool = False,
+    hub_address: str | None = None,
+    level: str | int | None = None,
+    format: str = PID_TID_FORMAT,
+) -> CeleryLogging:
+    """Make every process of ``app``'s workers log into one rotating file set, with no record lost.
+
+    Call it once in the module that creates the Celery app (``celery -A`` imports it in the worker). It sets
+    ``worker_hijack_root_logger=False`` and connects ``setup_logging`` (Celery then configures nothing itself),
+    ``worker_process_init`` / ``worker_process_shutdown`` and ``worker_shutdown``.
+
+    ``mode='hub'`` (default): the main worker process starts a hub that owns ``log_file`` (or the handlers of
+    ``logging_config``) and every process sends to it; with ``hub_address`` the worker attaches to a hub that
+    already runs (``flocklog serve``) instead. ``mode='files'``: every process writes ``log_file`` directly.
+    ``level`` defaults to the worker's ``-l``. Misconfiguration stops the worker with one line on stderr.
+    """
+    from celery import Celery, signals
+
+    if not isinstance(app, Celery):
+        raise ConfigError(
+            f"flocklog.contrib.celery.setup() needs the Celery app, got {type(app).__name__}: "
+            "call it as setup(app) right after app = Celery(...)"
+        )
+    checked = check_mode(mode)
+    if level is not None:
+        level_number(level)
+    files = None
+    if log_file is not None:
+        files = FileSettings(
+            log_file=os.fspath(log_file),
+            when=when,
+            interval=interval,
+            backup_count=backup_count,
+            max_bytes=max_bytes,
+            utc=utc,
+            compress=compress,
+            level=level or "INFO",
+            format=format,
+        )
+    if files is None and logging_config is None and not (checked == "hub" and hub_address is not None):
+        raise ConfigError("nowhere to log: pass log_file='logs/celery.log', a logging_config dict or a hub_address")
+
+    app.conf.worker_hijack_root_logger = False
+    state = CeleryLogging(
+        mode=checked, files=files, logging_config=logging_config, hub_address=hub_address, level=level
+    )
+    pairs = [
+        (signals.setup_logging, state.on_setup_logging),
+        (signals.worker_process_init, state.on_worker_process_init),
+        (signals.worker_process_shutdown, state.on_worker_process_shutdown),
+        (signals.worker_shutdown, state.on_worker_shutdown),
+    ]
+    for signal, receiver in pairs:
+        signal.connect(receiver, weak=False)
+    state.receivers = pairs
+    app.flocklog_logging = state  # type: ignore[attr-defined]  # our marker on the user's app, for tests
+    return state

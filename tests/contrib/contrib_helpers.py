@@ -1,0 +1,79 @@
+"""Helpers for the integration tests: real servers as subprocesses, stamped-log counting, free ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from flocklog.testing import parse_stamp
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stamped_count(directory: Path, run: str) -> int:
+    """Stamped records of ``run`` in every file of ``directory`` (archives included); torn lines do not count."""
+    total = 0
+    for path in directory.iterdir():
+        if path.suffix in (".lock", ".state") or not path.is_file():
+            continue
+        try:
+            text = path.read_text("utf-8", errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            stamp = parse_stamp(line)
+            if stamp is not None and stamp.run == run:
+                total += 1
+    return total
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, on_fail: Callable[[], str] = str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{on_fail()}")
+
+
+class Server:
+    """A server process in its own process group, its output in a file, stopped (and reaped) in a finalizer."""
+
+    def __init__(self, args: list[str], *, cwd: Path, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._out = log.open("wb")
+        self.proc = subprocess.Popen(
+            args, cwd=cwd, env=env, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def output(self) -> str:
+        return self.log.read_text("utf-8", errors="replace")[-6000:]
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        """SIGTERM (a warm shutdown for every server here) and wait for a clean exit."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"server did not stop within {timeout}s\n{self.output()}") from None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        else:
+            # the leader is gone, children of the group may not be
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self._out.close()
