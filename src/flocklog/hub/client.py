@@ -228,7 +228,7 @@ class HubHandler(logging.Handler):
                     self._inflight = 0
             with self._idle:
                 self._idle.notify_all()
-            if self._closing and not self._buf:
+            if self._closing and not self._buf and (not self._pending_spools or self._past_deadline()):
                 self._close_session()
                 self._close_spool()
                 return
