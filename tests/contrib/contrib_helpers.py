@@ -77,3 +77,36 @@ class Server:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self._out.close()
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def wait_for_port(port: int, server: Server, timeout: float = 60.0) -> None:
+    def listening() -> bool:
+        if server.proc.poll() is not None:
+            raise AssertionError(f"server exited with {server.proc.returncode}\n{server.output()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    wait_until(listening, timeout, f"port {port}", server.output)
+
+
+def hammer(url: str, run: str, requests: int, threads: int = 4) -> None:
+    """``requests`` GETs from ``threads`` httpx clients, each request a writer of its own (one record, seq 0)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    def worker(offset: int) -> None:
+        with httpx.Client(timeout=30) as client:
+            for index in range(offset, requests, threads):
+                response = client.get(url, params={"run": run, "writer": f"r{index}"})
+                response.raise_for_status()
+
+    with ThreadPoolExecutor(threads) as pool:
+        for future in [pool.submit(worker, offset) for offset in range(threads)]:
+            future.result()

@@ -78,7 +78,8 @@ class FileSettings:
     def formatter(self) -> logging.Formatter:
         return logging.Formatter(self.format, style=self.style)
 
-    def build_handler(self) -> logging.Handler:
+    def build_handler(self, *, for_hub: bool = False) -> logging.Handler:
+        """The file handler; ``for_hub`` leaves it unformatted, as hub clients send text already formatted."""
         from flocklog.files.handlers import TimedRotatingFileHandler
 
         self.check()
@@ -92,7 +93,8 @@ class FileSettings:
             maxBytes=self.max_bytes,
             compress=self.compress,
         )
-        handler.setFormatter(self.formatter())
+        if not for_hub:
+            handler.setFormatter(self.formatter())
         return handler
 
 
@@ -173,12 +175,19 @@ def private_hub_address() -> str:
     return f"unix:{directory}/hub.sock"
 
 
-def start_owned_hub(files: FileSettings, address: str | None = None) -> Any:
-    """Start the in-process hub that owns ``files`` and publish its address to every later child process."""
-    from flocklog.hub.server import start_hub
+def start_owned_hub(files: FileSettings | None, logging_config: dict[str, Any] | None = None) -> Any:
+    """Start the in-process hub that owns the files and publish its address to every later child process.
 
-    handler = files.build_handler()
-    hub = start_hub([handler], address=address or private_hub_address())
+    The hub writes through ``logging_config``'s root handlers when given, else through ``files``' handler.
+    """
+    from flocklog.hub import start_hub
+
+    if logging_config is not None:
+        hub = start_hub(config=logging_config, address=private_hub_address())
+    elif files is not None:
+        hub = start_hub([files.build_handler(for_hub=True)], address=private_hub_address())
+    else:
+        raise ConfigError("a hub needs somewhere to write: pass log_file=... or a logging_config dict")
     os.environ[HUB_ADDRESS_ENV] = hub.address
     return hub
 

@@ -23,6 +23,7 @@ from flocklog.contrib import (
     install_root_handler,
     installed_handlers,
     level_number,
+    start_owned_hub,
     startup_errors,
 )
 from flocklog.errors import ConfigError
@@ -68,22 +69,10 @@ class CeleryLogging:
         if address is not None:
             check_hub_reachable(address)
         else:
-            self.hub = self._start_hub()
+            self.hub = start_owned_hub(self.files, self.logging_config)
             address = self.hub.address
         self.hub_address = address
         install_root_handler(hub_handler(address, self.files), level)
-
-    def _start_hub(self) -> Any:
-        from flocklog.contrib import HUB_ADDRESS_ENV, private_hub_address
-        from flocklog.hub.server import start_hub
-
-        if self.logging_config is not None:
-            hub = start_hub(config=self.logging_config, address=private_hub_address())
-        else:
-            assert self.files is not None  # guaranteed by setup()
-            hub = start_hub([self.files.build_handler()], address=private_hub_address())
-        os.environ[HUB_ADDRESS_ENV] = hub.address
-        return hub
 
     def on_worker_shutdown(self, **_: Any) -> None:
         """Warm and cold shutdown both end here after the pool is gone: drain our client, then stop the hub."""

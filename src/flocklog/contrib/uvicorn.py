@@ -1,0 +1,143 @@
+"""uvicorn (and FastAPI) behind one hub: spawned workers reach it through ``$FLOCKLOG_HUB_ADDRESS``.
+
+``uvicorn --workers N`` starts its workers with *spawn*, not fork, so nothing set up in the supervisor survives
+into them except the environment. The hub therefore runs in the wrapper process (``python -m
+flocklog.contrib.uvicorn ... -- app:app --workers 4``) or as ``flocklog serve``, and every worker builds its
+client from the address in the environment, through :func:`log_config` (given to uvicorn as ``--log-config``)
+or :func:`attach` (called in the application module).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from typing import Any
+
+from flocklog.contrib import (
+    HUB_ADDRESS_ENV,
+    PID_TID_FORMAT,
+    FileSettings,
+    check_hub_reachable,
+    fail_startup,
+    hub_handler,
+    install_root_handler,
+    level_number,
+    start_owned_hub,
+)
+from flocklog.errors import ConfigError, FlocklogError
+
+__all__ = ["attach", "log_config", "main"]
+
+_UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "fastapi")
+
+
+def log_config(
+    *, address: str | None = None, level: str | int = "INFO", format: str = PID_TID_FORMAT
+) -> dict[str, Any]:
+    """A dictConfig for ``uvicorn.run(log_config=...)`` or a JSON ``--log-config`` file: everything to the hub.
+
+    Without ``address`` each process reads ``$FLOCKLOG_HUB_ADDRESS`` when it configures logging, which is what
+    spawned workers need. uvicorn's own loggers propagate to the root so the access log lands in the same file.
+    """
+    level_name = logging.getLevelName(level_number(level))
+    handler: dict[str, Any] = {"class": "flocklog.HubHandler", "formatter": "flocklog"}
+    if address is not None:
+        handler["address"] = address
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"flocklog": {"format": format, "style": "{"}},
+        "handlers": {"flocklog": handler},
+        "loggers": {name: {"handlers": [], "level": level_name, "propagate": True} for name in _UVICORN_LOGGERS},
+        "root": {"handlers": ["flocklog"], "level": level_name},
+    }
+
+
+def attach(*, address: str | None = None, level: str | int = "INFO", format: str = PID_TID_FORMAT) -> bool:
+    """Send this process's root logger to the hub; a no-op (False) if a flocklog handler is already there.
+
+    For application modules that cannot choose uvicorn's ``--log-config``. Raises :class:`HubError` when no hub
+    answers, so a worker that would lose every record does not start.
+    """
+    address = address or os.environ.get(HUB_ADDRESS_ENV)
+    if not address:
+        raise ConfigError(
+            f"no hub address: set {HUB_ADDRESS_ENV} (the wrapper 'python -m flocklog.contrib.uvicorn' does) "
+            "or pass address='unix:/path/hub.sock'"
+        )
+    check_hub_reachable(address)
+    files = FileSettings(log_file="unused", level=level, format=format)
+    return install_root_handler(hub_handler(address, files), level, replace=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m flocklog.contrib.uvicorn [flocklog options] -- [uvicorn arguments]``.
+
+    Starts a hub that owns the log file, exports its address, points uvicorn's ``--log-config`` at the hub
+    (unless given) and runs uvicorn in this process; the hub stops after uvicorn and all its workers have exited.
+    """
+    parser = argparse.ArgumentParser(prog="python -m flocklog.contrib.uvicorn", description=main.__doc__)
+    parser.add_argument("--log-file", default="logs/app.log")
+    parser.add_argument("--when", default="midnight")
+    parser.add_argument("--interval", type=int, default=1)
+    parser.add_argument("--backup-count", type=int, default=7)
+    parser.add_argument("--max-bytes", type=int, default=0)
+    parser.add_argument("--compress", action="store_true")
+    parser.add_argument("--level", default="INFO")
+    parser.add_argument("--hub-address", default=None, help="attach to this running hub instead of starting one")
+    parser.add_argument("uvicorn_args", nargs=argparse.REMAINDER, help="arguments for uvicorn, after --")
+    args = parser.parse_args(argv)
+    rest = list(args.uvicorn_args)
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+
+    hub: Any = None
+    config_dir = tempfile.mkdtemp(prefix="flocklog-uvicorn-")
+    try:
+        if args.hub_address is not None:
+            check_hub_reachable(args.hub_address)
+            address = args.hub_address
+        else:
+            files = FileSettings(
+                log_file=args.log_file,
+                when=args.when,
+                interval=args.interval,
+                backup_count=args.backup_count,
+                max_bytes=args.max_bytes,
+                compress=args.compress,
+                level=args.level,
+            )
+            hub = start_owned_hub(files)
+            address = hub.address
+        os.environ[HUB_ADDRESS_ENV] = address
+        if "--log-config" not in rest:
+            path = os.path.join(config_dir, "log_config.json")
+            with open(path, "w", encoding="utf-8") as fh:
+                json.dump(log_config(level=args.level), fh)
+            rest += ["--log-config", path]
+    except FlocklogError as exc:
+        fail_startup(exc)
+
+    from uvicorn.main import main as uvicorn_cli
+
+    command: Any = uvicorn_cli  # a click.Command; the stubs see the module-level function it wraps
+    try:
+        command.main(args=rest, prog_name="uvicorn", standalone_mode=False)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        root = logging.getLogger()
+        for handler in list(root.handlers):  # the supervisor's own client drains before the hub stops
+            root.removeHandler(handler)
+            handler.close()
+        if hub is not None:
+            hub.stop(10.0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
