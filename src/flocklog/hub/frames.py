@@ -35,6 +35,7 @@ _SCALARS = (str, int, float, bool, type(None))
 # Attributes every LogRecord has; anything else on a record is an "extra" (logger.info(..., extra={...})).
 STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 _MAX_EXTRA_DEPTH = 4
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
 def pack(obj: Any) -> bytes:
@@ -77,6 +78,10 @@ def open_payload(payload: bytes, *, secret: bytes | None, nonce: bytes, directio
 
 def _safe_extra(value: Any, depth: int = 0) -> Any:
     """JSON-safe copy of an extra: scalars pass, containers recurse (bounded), anything else becomes repr()."""
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT_MIN <= value <= _INT_MAX:
+        return str(value)  # msgpack integers are 64-bit
+    if isinstance(value, str):
+        return _clean_text(value)
     if isinstance(value, _SCALARS):
         return value
     if depth < _MAX_EXTRA_DEPTH:
@@ -88,6 +93,15 @@ def _safe_extra(value: Any, depth: int = 0) -> Any:
         return repr(value)
     except Exception:  # a broken __repr__ must not take the record with it
         return f"<unrepresentable {type(value).__name__}>"
+
+
+def _clean_text(text: str) -> str:
+    """Lone surrogates (from undecodable file names, os.fsdecode...) cannot be UTF-8 encoded: escape them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def record_to_fields(record: logging.LogRecord, message: str) -> dict[str, Any]:
@@ -108,7 +122,14 @@ def record_to_fields(record: logging.LogRecord, message: str) -> dict[str, Any]:
         "exc_text": record.exc_text,
         "stack_info": record.stack_info,
     }
-    extra = {k: _safe_extra(v) for k, v in record.__dict__.items() if k not in STANDARD_ATTRS and k[:1] != "_"}
+    for key in ("msg", "name", "exc_text", "stack_info", "funcName", "module", "threadName", "processName"):
+        if isinstance(fields[key], str):
+            fields[key] = _clean_text(fields[key])
+        elif fields[key] is not None or key in _STR_FIELDS:
+            fields[key] = _clean_text(str(fields[key]))
+    extra = {
+        _clean_text(k): _safe_extra(v) for k, v in record.__dict__.items() if k not in STANDARD_ATTRS and k[:1] != "_"
+    }
     if extra:
         fields["extra"] = extra
     return fields
@@ -180,7 +201,16 @@ def decode_record(data: Any) -> dict[str, Any]:
     extra = obj.get("extra", {})
     if not isinstance(extra, dict):
         raise FrameError("record field 'extra' must be a map")
-    out["extra"] = {k: v for k, v in extra.items() if isinstance(k, str) and k not in STANDARD_ATTRS}
+    # an extra may never shadow a LogRecord attribute or method, nor a dunder (``__class__``, ``__dict__``)
+    out["extra"] = {
+        k: v
+        for k, v in extra.items()
+        if isinstance(k, str)
+        and k.isidentifier()
+        and k[:1] != "_"
+        and k not in STANDARD_ATTRS
+        and not hasattr(logging.LogRecord, k)
+    }
     return out
 
 

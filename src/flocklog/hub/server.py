@@ -299,17 +299,15 @@ class Hub:
     def _serve_conn(self, conn: _Conn) -> None:
         received = 0
         try:
-            conn.reply(
-                {
-                    "t": "hello",
-                    "v": frames.PROTOCOL_VERSION,
-                    "nonce": conn.nonce,
-                    "auth": self.secret is not None,
-                    "max": self.max_frame,
-                },
-                wait=True,
-            )
-            conn.sent = 0  # the hello is unsealed and not counted
+            hello = {
+                "t": "hello",
+                "v": frames.PROTOCOL_VERSION,
+                "nonce": conn.nonce,
+                "auth": self.secret is not None,
+                "max": self.max_frame,
+            }
+            # the hello is never sealed (it carries the nonce the tags are bound to) and not counted
+            conn.sock.sendall(frames.seal(frames.pack(hello), secret=None, nonce=b"", direction=b"", counter=0))
             while True:
                 try:
                     header = frames.read_exact(conn.sock, frames.HEADER.size)
