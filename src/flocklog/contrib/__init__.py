@@ -196,8 +196,8 @@ def hub_handler(address: str | None, files: FileSettings | None) -> logging.Hand
     from flocklog.hub.client import HubHandler
 
     handler = HubHandler(address)
-    if files is not None:
-        handler.setFormatter(files.formatter())
+    # Clients format (the hub writes their text as is), so the format lives here, never on the hub's handler.
+    handler.setFormatter(files.formatter() if files is not None else logging.Formatter(PID_TID_FORMAT, style="{"))
     return handler
 
 

@@ -1,0 +1,1 @@
+"""The example application: one task that logs."""

@@ -1,0 +1,7 @@
+"""AppConfig of the example application."""
+
+from django.apps import AppConfig
+
+
+class MyappConfig(AppConfig):
+    name = "myapp"
