@@ -156,3 +156,29 @@ def test_a_client_without_the_secret_spools_instead_of_losing_records(
         assert handler.stats()["spooled"] == 100
         assert hub.status()["records_written"] == 0
     assert list((tmp_path / "spool").glob("*.spool"))
+
+
+def test_hand_made_records_with_odd_field_types_are_delivered_instead_of_poisoning_the_stream(
+    tmp_path: Path,
+) -> None:
+    log_path = tmp_path / "hub.log"
+    file_handler = logging.FileHandler(log_path)
+    with start_hub([file_handler]) as hub:
+        handler = HubHandler(hub.address, spool_dir=tmp_path / "spool")
+        odd = [
+            logging.makeLogRecord({"msg": "levelno is None"}),
+            logging.makeLogRecord({"msg": "strings everywhere", "levelno": "7", "lineno": "x", "name": 5}),
+            logging.makeLogRecord({"msg": "huge ints", "process": 2**70, "big": 2**80, "obj": object()}),
+            logging.makeLogRecord({"msg": "lone surrogate \udcff", "__class__": 1, "_private": 2}),
+        ]
+        for record in odd:
+            handler.handle(record)
+        handler.handle(logging.makeLogRecord({"msg": "after the odd ones", "levelno": logging.INFO}))
+        assert handler.drain(10)
+        stats = handler.stats()
+        handler.close()
+    file_handler.close()
+    text = log_path.read_text()
+    for expected in ("levelno is None", "strings everywhere", "huge ints", "lone surrogate \\udcff", "after the odd"):
+        assert expected in text
+    assert stats["sent"] == 5 and stats["dropped_rejected"] == stats["spooled"] == 0

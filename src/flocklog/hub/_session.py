@@ -11,6 +11,10 @@ from flocklog.hub import frames
 from flocklog.hub._address import Address, connect
 
 
+class Rejected(HubError):
+    """The hub read a frame and found it malformed: resending the same bytes can never succeed."""
+
+
 class ClientSession:
     """A blocking connection that has completed the hub's hello; not thread-safe (one sender owns it)."""
 
@@ -61,6 +65,8 @@ class ClientSession:
             payload, secret=self.secret, nonce=self.nonce, direction=frames.TO_CLIENT, counter=self.received
         )
         if reply["t"] == "error":
+            if reply.get("kind") == "malformed":
+                raise Rejected(f"the hub rejected a frame as malformed: {reply.get('reason')}")
             raise HubError(f"the hub refused a frame: {reply.get('reason')}")
         return reply
 

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 from flocklog.errors import ConfigError, FrameError, HubError
 from flocklog.hub import frames
 from flocklog.hub._address import resolve_address, resolve_secret
-from flocklog.hub._session import ClientSession
+from flocklog.hub._session import ClientSession, Rejected
 
 ENV_SPOOL_DIR = "FLOCKLOG_HUB_SPOOL_DIR"
 _POLICIES = ("drop_oldest", "drop_newest", "block")
@@ -131,6 +131,7 @@ class HubHandler(logging.Handler):
                 "dropped_oversize",
                 "truncated",
                 "dropped_spool_error",
+                "dropped_rejected",
                 "batches",
                 "reconnects",
                 "connect_failures",
@@ -247,9 +248,12 @@ class HubHandler(logging.Handler):
     def _deliver(self, recs: list[bytes]) -> None:
         body = self._new_batch_body(recs)
         self._stats["batches"] += 1
-        if not self._pending_spools and self._ensure_session() and self._send_body(body):
-            self._stats["sent"] += len(recs)
-            return
+        if not self._pending_spools and self._ensure_session():
+            outcome = self._send_body(body)
+            if outcome == "ok":
+                self._stats["sent"] += len(recs)
+            if outcome != "failed":
+                return
         self._spool_bodies([body], len(recs))
 
     def _ensure_session(self) -> bool:
@@ -270,11 +274,15 @@ class HubHandler(logging.Handler):
         self._warned.discard("connect")
         return True
 
-    def _send_body(self, body: bytes) -> bool:
-        """Send one batch and wait for its ack; False (connection dropped) means: keep it, spool or resend it."""
+    def _send_body(self, body: bytes) -> str:
+        """Send one batch and wait for its ack: "ok", "rejected" (dropped, counted) or "failed" (spool/resend it).
+
+        A batch the hub calls malformed would be rejected again on every resend, so it is dropped with a counter
+        and a warning instead of blocking everything behind it forever.
+        """
         session = self._session
         if session is None:
-            return False
+            return "failed"
         try:
             if self._deadline != float("inf"):
                 session.sock.settimeout(max(0.05, min(self.connect_timeout, self._deadline - time.monotonic())))
@@ -283,12 +291,21 @@ class HubHandler(logging.Handler):
             seq = frames.unpack(body)["seq"]
             if reply.get("t") != "ack" or reply.get("seq") != seq:
                 raise FrameError(f"unexpected reply {reply.get('t')!r} to batch {seq}")
-            return True
+            return "ok"
+        except Rejected as exc:
+            try:
+                nrecs = len(frames.unpack(body)["recs"])
+            except (FrameError, KeyError, TypeError):
+                nrecs = 0
+            self._stats["dropped_rejected"] += nrecs
+            self._warn_once("rejected", f"flocklog HubHandler: the hub rejected {nrecs} records: {exc}")
+            self._close_session()
+            return "rejected"
         except (OSError, ConnectionError, HubError) as exc:
             self._warn_once("send", f"flocklog HubHandler: lost the hub ({exc}); spooling to {self.spool_dir}")
             self._close_session()
             self._next_connect = time.monotonic() + min(0.05, self.retry_interval)
-            return False
+            return "failed"
 
     def _close_session(self) -> None:
         if self._session is not None:
@@ -355,10 +372,12 @@ class HubHandler(logging.Handler):
                     nrecs = len(frames.unpack(body)["recs"])
                 except (FrameError, KeyError, TypeError):
                     nrecs = 0
-                if not self._send_body(body):
+                outcome = self._send_body(body)
+                if outcome == "failed":
                     f.seek(pos)
                     return
-                self._stats["replayed"] += nrecs
+                if outcome == "ok":
+                    self._stats["replayed"] += nrecs
             # the file is fully replayed; ours may still be open for appending: close it so new spooling starts
             # a fresh file
             if path == self._spool_path and self._spool_file is not None:

@@ -32,6 +32,24 @@ _INT_FIELDS = ("levelno", "lineno")
 _OPT_INT_FIELDS = ("process", "thread")
 _OPT_STR_FIELDS = ("exc_text", "stack_info")
 _SCALARS = (str, int, float, bool, type(None))
+# On the wire a record is an array in this order (plus ``extra``, a map or nil): no key strings to pack or parse.
+ORDER = (
+    "name",
+    "levelno",
+    "levelname",
+    "msg",
+    "created",
+    "process",
+    "processName",
+    "thread",
+    "threadName",
+    "module",
+    "lineno",
+    "funcName",
+    "exc_text",
+    "stack_info",
+    "extra",
+)
 # Attributes every LogRecord has; anything else on a record is an "extra" (logger.info(..., extra={...})).
 STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 _MAX_EXTRA_DEPTH = 4
@@ -105,7 +123,11 @@ def _clean_text(text: str) -> str:
 
 
 def record_to_fields(record: logging.LogRecord, message: str) -> dict[str, Any]:
-    """The fields of a record the hub needs, with ``msg`` already formatted by the client's formatter."""
+    """The fields of a record the hub needs, with ``msg`` already formatted by the client's formatter.
+
+    Fields are coerced to the types the hub accepts, so a record built by hand (``makeLogRecord({})`` has
+    ``levelno=None``) is still delivered instead of poisoning its batch.
+    """
     fields: dict[str, Any] = {
         "name": record.name,
         "levelno": record.levelno,
@@ -122,17 +144,80 @@ def record_to_fields(record: logging.LogRecord, message: str) -> dict[str, Any]:
         "exc_text": record.exc_text,
         "stack_info": record.stack_info,
     }
-    for key in ("msg", "name", "exc_text", "stack_info", "funcName", "module", "threadName", "processName"):
-        if isinstance(fields[key], str):
-            fields[key] = _clean_text(fields[key])
-        elif fields[key] is not None or key in _STR_FIELDS:
-            fields[key] = _clean_text(str(fields[key]))
-    extra = {
-        _clean_text(k): _safe_extra(v) for k, v in record.__dict__.items() if k not in STANDARD_ATTRS and k[:1] != "_"
-    }
-    if extra:
-        fields["extra"] = extra
+    if _well_typed(fields):
+        pass  # the common case: one check instead of fourteen
+    else:
+        _coerce(fields)
+    extra_keys = record.__dict__.keys() - STANDARD_ATTRS
+    fields["extra"] = None
+    if extra_keys:
+        extra = {k: _safe_extra(record.__dict__[k]) for k in extra_keys if k[:1] != "_"}
+        if extra:
+            fields["extra"] = extra
     return fields
+
+
+def _well_typed(f: dict[str, Any]) -> bool:
+    return (
+        type(f["name"]) is str
+        and type(f["levelname"]) is str
+        and type(f["msg"]) is str
+        and type(f["processName"]) is str
+        and type(f["threadName"]) is str
+        and type(f["module"]) is str
+        and type(f["funcName"]) is str
+        and type(f["levelno"]) is int
+        and type(f["lineno"]) is int
+        and type(f["created"]) is float
+        and (f["process"] is None or type(f["process"]) is int)
+        and (f["thread"] is None or type(f["thread"]) is int)
+        and (f["exc_text"] is None or type(f["exc_text"]) is str)
+        and (f["stack_info"] is None or type(f["stack_info"]) is str)
+    )
+
+
+def _coerce(fields: dict[str, Any]) -> None:
+    for key in _STR_FIELDS:
+        if type(fields[key]) is not str:
+            fields[key] = "" if fields[key] is None else str(fields[key])
+    for key in _INT_FIELDS:
+        if type(fields[key]) is not int:
+            fields[key] = _coerce_int(fields[key], 0)
+    for key in _OPT_INT_FIELDS:
+        if fields[key] is not None and type(fields[key]) is not int:
+            fields[key] = _coerce_int(fields[key], None)
+    for key in _OPT_STR_FIELDS:
+        if fields[key] is not None and type(fields[key]) is not str:
+            fields[key] = str(fields[key])
+    if type(fields["created"]) is not float:
+        fields["created"] = float(fields["created"]) if isinstance(fields["created"], (int, float)) else 0.0
+
+
+def _coerce_int(value: Any, default: int | None) -> int | None:
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+    return number if _INT_MIN <= number <= _INT_MAX else default
+
+
+def _sanitized(fields: dict[str, Any]) -> dict[str, Any]:
+    """Escape lone surrogates everywhere; only called when a plain pack failed (rare)."""
+    out: dict[str, Any] = {k: _clean_text(v) if isinstance(v, str) else v for k, v in fields.items()}
+    for key in _INT_FIELDS + _OPT_INT_FIELDS:
+        out[key] = _coerce_int(out[key], 0 if key in _INT_FIELDS else None) if out[key] is not None else None
+    extra = fields.get("extra")
+    if isinstance(extra, dict):
+        out["extra"] = {_clean_text(str(k)): _safe_extra(v) for k, v in extra.items()}
+    return out
+
+
+def _pack_fields(fields: dict[str, Any]) -> bytes:
+    try:
+        return pack([fields[k] for k in ORDER])
+    except (UnicodeEncodeError, OverflowError, TypeError, ValueError):
+        clean = _sanitized(fields)
+        return pack([clean[k] for k in ORDER])
 
 
 def encode_record(fields: dict[str, Any], limit: int) -> tuple[bytes, bool]:
@@ -140,17 +225,17 @@ def encode_record(fields: dict[str, Any], limit: int) -> tuple[bytes, bool]:
 
     Returns the bytes and whether it was truncated. Extras go first, then message text, then exc/stack text.
     """
-    data = pack(fields)
+    data = _pack_fields(fields)
     if len(data) <= limit:
         return data, False
-    fields = dict(fields)
-    fields.pop("extra", None)
+    fields = _sanitized(fields)
+    fields["extra"] = None
     for key in ("stack_info", "exc_text"):
-        data = pack(fields)
+        data = _pack_fields(fields)
         if len(data) <= limit:
             return data, True
         fields[key] = None
-    data = pack(fields)
+    data = _pack_fields(fields)
     excess = len(data) - limit
     if excess > 0:
         raw = str(fields["msg"]).encode("utf-8")
@@ -158,77 +243,76 @@ def encode_record(fields: dict[str, Any], limit: int) -> tuple[bytes, bool]:
         keep = max(0, len(raw) - excess - marker_room)
         cut = raw[:keep].decode("utf-8", errors="ignore")
         fields["msg"] = cut + TRUNCATION_MARKER.format(n=len(raw) - len(cut.encode("utf-8")))
-        data = pack(fields)
+        data = _pack_fields(fields)
     if len(data) > limit:  # only if the fixed fields alone are larger than the limit (absurd names)
         fields["name"] = str(fields["name"])[:64]
         fields["funcName"] = fields["module"] = fields["threadName"] = fields["processName"] = ""
-        data = pack(fields)
+        data = _pack_fields(fields)
     return data, True
 
 
 def decode_record(data: Any) -> dict[str, Any]:
-    """Type-check one encoded record and return the ``makeLogRecord`` dict; raises FrameError if malformed."""
-    if not isinstance(data, bytes):
+    """Type-check one encoded record and return its fields; raises FrameError (saying which field) if malformed."""
+    if type(data) is not bytes:
         raise FrameError("record is not a byte string")
     obj = unpack(data)
-    if not isinstance(obj, dict):
-        raise FrameError("record is not a map")
-    out: dict[str, Any] = {}
-    for key in _STR_FIELDS:
-        value = obj.get(key)
-        if not isinstance(value, str):
-            raise FrameError(f"record field {key!r} must be a string")
-        out[key] = value
-    for key in _INT_FIELDS:
-        value = obj.get(key)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise FrameError(f"record field {key!r} must be an integer")
-        out[key] = value
-    for key in _OPT_INT_FIELDS:
-        value = obj.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            raise FrameError(f"record field {key!r} must be an integer or nil")
-        out[key] = value
-    for key in _OPT_STR_FIELDS:
-        value = obj.get(key)
-        if value is not None and not isinstance(value, str):
-            raise FrameError(f"record field {key!r} must be a string or nil")
-        out[key] = value
-    created = obj.get("created")
-    if not isinstance(created, (int, float)) or isinstance(created, bool):
-        raise FrameError("record field 'created' must be a number")
-    out["created"] = float(created)
-    extra = obj.get("extra", {})
-    if not isinstance(extra, dict):
-        raise FrameError("record field 'extra' must be a map")
-    # an extra may never shadow a LogRecord attribute or method, nor a dunder (``__class__``, ``__dict__``)
-    out["extra"] = {
-        k: v
-        for k, v in extra.items()
-        if isinstance(k, str)
-        and k.isidentifier()
-        and k[:1] != "_"
-        and k not in STANDARD_ATTRS
-        and not hasattr(logging.LogRecord, k)
-    }
+    if type(obj) is not list or len(obj) != len(ORDER):
+        raise FrameError(f"record is not an array of {len(ORDER)} fields")
+    out = dict(zip(ORDER, obj, strict=True))
+    if type(out["created"]) is int:
+        out["created"] = float(out["created"])
+    if not _well_typed(out):
+        raise FrameError(f"record field {_first_bad_field(out)!r} has the wrong type")
+    extra = out["extra"]
+    if extra is not None:
+        if type(extra) is not dict:
+            raise FrameError("record field 'extra' must be a map or nil")
+        # an extra may never shadow a LogRecord attribute or method, nor a dunder (``__class__``, ``__dict__``)
+        out["extra"] = {
+            k: v
+            for k, v in extra.items()
+            if type(k) is str
+            and k.isidentifier()
+            and k[:1] != "_"
+            and k not in STANDARD_ATTRS
+            and not hasattr(logging.LogRecord, k)
+        }
     return out
+
+
+def _first_bad_field(out: dict[str, Any]) -> str:
+    for key in ORDER:
+        probe = dict(out)
+        probe[key] = {"created": 0.0, "levelno": 0, "lineno": 0}.get(key, "" if key in _STR_FIELDS else None)
+        if _well_typed(probe):
+            return key
+    return "?"
+
+
+_TEMPLATE = {k: v for k, v in logging.makeLogRecord({}).__dict__.items() if k != "message"}
 
 
 def build_record(fields: dict[str, Any]) -> logging.LogRecord:
     """A LogRecord from decoded fields; its ``msg`` is final text, so hub formatters default to ``%(message)s``.
 
-    The client's formatter already put the traceback into ``msg``; ``exc_text``/``stack_info`` are kept as
-    ``client_exc_text``/``client_stack_info`` so a hub formatter does not print them a second time.
+    Built from a template instead of ``LogRecord.__init__`` (which would stamp the hub's own pid, thread and
+    time only to be overwritten): this is the hub's per-record hot path. The client's formatter already put the
+    traceback into ``msg``; ``exc_text``/``stack_info`` are kept as ``client_exc_text``/``client_stack_info`` so a
+    hub formatter does not print them a second time.
     """
-    extra = fields.get("extra") or {}
-    attrs = {k: v for k, v in fields.items() if k not in ("extra", "exc_text", "stack_info")}
-    record = logging.makeLogRecord(attrs)
-    record.args = None
-    record.msecs = (record.created - int(record.created)) * 1000
-    record.client_exc_text = fields.get("exc_text")
-    record.client_stack_info = fields.get("stack_info")
-    for key, value in extra.items():
-        setattr(record, key, value)
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    attrs = record.__dict__
+    attrs.update(_TEMPLATE)
+    extra = fields["extra"]
+    if extra:
+        attrs.update(extra)
+    attrs.update(fields)
+    del attrs["extra"]
+    created = fields["created"]
+    attrs["msecs"] = (created - int(created)) * 1000
+    attrs["client_exc_text"] = fields["exc_text"]
+    attrs["client_stack_info"] = fields["stack_info"]
+    attrs["exc_text"] = attrs["stack_info"] = None
     return record
 
 

@@ -328,7 +328,8 @@ class Hub:
                     )
                 except FrameError as exc:
                     self._count("auth_failed" if "authentication" in str(exc) else "malformed")
-                    conn.reply({"t": "error", "reason": str(exc)})
+                    kind = "auth" if "authentication" in str(exc) else "malformed"
+                    conn.reply({"t": "error", "kind": kind, "reason": str(exc)})
                     return
                 if not self._handle_frame(conn, obj):
                     return
@@ -347,7 +348,7 @@ class Hub:
             return True
         if kind != "b":
             self._count("malformed")
-            conn.reply({"t": "error", "reason": f"unknown frame type {kind!r}"})
+            conn.reply({"t": "error", "kind": "malformed", "reason": f"unknown frame type {kind!r}"})
             return False
         cid, seq, recs, stats = obj.get("cid"), obj.get("seq"), obj.get("recs"), obj.get("st", [0, 0])
         try:
@@ -362,7 +363,7 @@ class Hub:
             records = [frames.decode_record(r) for r in recs]
         except FrameError as exc:
             self._count("malformed")
-            conn.reply({"t": "error", "reason": str(exc)})
+            conn.reply({"t": "error", "kind": "malformed", "reason": str(exc)})
             return False
         self._count("batches")
         self._count("records_received", len(records))
