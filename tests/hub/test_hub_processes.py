@@ -182,3 +182,58 @@ def test_clients_exiting_normally_or_by_sigterm_deliver_everything_emitted_befor
         hub.stop()
         file_handler.close()
     check_counts(log_path, run_id, {"term": count, "normal": count})
+
+
+def _pool_task(run: str, writer: str, count: int) -> int:
+    # the logger and its HubHandler were configured in the parent and inherited through fork
+    return write_stamped(logging.getLogger("hubtest.pool"), run=run, writer=writer, count=count, payload_size=16)
+
+
+def test_process_pool_workers_log_through_the_parents_handler_and_drain_at_shutdown(
+    tmp_path: Path, run_id: str
+) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    log_path = tmp_path / "hub.log"
+    file_handler = logging.FileHandler(log_path)
+    hub = start_hub([file_handler])
+    handler = make_handler(hub.address, str(tmp_path / "spool"))
+    stamped_logger("hubtest.pool", handler)
+    try:
+        with ProcessPoolExecutor(max_workers=3, mp_context=multiprocessing.get_context("fork")) as pool:
+            done = list(pool.map(_pool_task, [run_id] * 6, [f"task{i}" for i in range(6)], [1500] * 6))
+        assert done == [1500] * 6
+    finally:
+        handler.close()
+        hub.stop()
+        file_handler.close()
+    check(log_path, run=run_id, writers=6, per_writer=1500)
+
+
+ORPHAN_WRITER = """
+import logging, sys
+from flocklog import HubHandler
+from flocklog.testing import stamped_logger, write_stamped
+handler = HubHandler(drain_timeout=0.3, retry_interval=0.1)
+write_stamped(stamped_logger("t", handler), run=sys.argv[1], writer="orphan", count=700)
+"""
+
+
+def test_spool_left_by_a_process_that_exited_while_the_hub_was_down_is_replayed_by_a_later_client(
+    tmp_path: Path, run_id: str, subprocess_env: dict[str, str]
+) -> None:
+    sock, spool, log_path = tmp_path / "hub.sock", tmp_path / "spool", tmp_path / "hub.log"
+    env = dict(subprocess_env, FLOCKLOG_HUB_ADDRESS=f"unix:{sock}", FLOCKLOG_HUB_SPOOL_DIR=str(spool))
+    subprocess.run([sys.executable, "-c", ORPHAN_WRITER, run_id], env=env, check=True, timeout=60)
+    assert len(list(spool.glob("*.spool"))) == 1, "with no hub, everything must be spooled, not dropped"
+    file_handler = logging.FileHandler(log_path)
+    with start_hub([file_handler], address=f"unix:{sock}") as hub:
+        later = make_handler(hub.address, str(spool))
+        write_stamped(stamped_logger("hubtest.later", later), run=run_id, writer="later", count=10)
+        assert later.drain(30)
+        stats = later.stats()
+        later.close()
+    file_handler.close()
+    assert stats["adopted_spools"] == 1 and stats["replayed"] == 700
+    check_counts(log_path, run_id, {"orphan": 700, "later": 10})
+    assert not list(spool.glob("*.spool"))

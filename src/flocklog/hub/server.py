@@ -7,6 +7,7 @@ resends the rest. A hub belongs to the pid that started it: a forked child can n
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import copy
@@ -102,7 +103,17 @@ def _after_fork_in_child() -> None:
         hub._forget_after_fork()
 
 
+def _stop_own_hubs_at_exit() -> None:
+    """A hub nobody stopped still writes what it already received before the interpreter exits."""
+    for hub in list(_HUBS):
+        if hub.pid == os.getpid():
+            with contextlib.suppress(Exception):
+                hub.stop(timeout=2.0)
+
+
 os.register_at_fork(after_in_child=_after_fork_in_child)
+# registered after logging's own atexit hook, so it runs first: the handlers are still open while we drain
+atexit.register(_stop_own_hubs_at_exit)
 
 
 def _default_formatter(handlers: Sequence[logging.Handler]) -> None:
