@@ -46,7 +46,7 @@ def start_serve(config: Path, sock: Path, env: dict[str, str], *extra: str) -> s
 
 
 def start_writers(
-    address: str, env: dict[str, str], spool: Path, run: str, n: int, count: int, pause: float
+    address: str, env: dict[str, str], spool: Path, run: str, n: int, count: int, pause: float, prefix: str = "w"
 ) -> list[subprocess.Popen[str]]:
     env = dict(env, FLOCKLOG_HUB_ADDRESS=address, FLOCKLOG_HUB_SPOOL_DIR=str(spool))
     kwargs = json.dumps({"when_full": "block", "retry_interval": 0.1, "drain_timeout": 30})
@@ -63,7 +63,7 @@ def start_writers(
                 "--run",
                 run,
                 "--writer",
-                f"w{i}",
+                f"{prefix}{i}",
                 "--count",
                 str(count),
                 "--pause",
@@ -181,3 +181,27 @@ def test_tcp_hub_on_a_non_loopback_address_refuses_to_start_without_a_secret(
     assert refused.returncode != 0 and "without a shared secret" in refused.stderr
     with start_hub([], address="tcp://0.0.0.0:0", secret="s3cret") as hub:
         assert hub.status()["authenticated"]
+
+
+def test_sighup_makes_serve_reopen_its_files_after_an_external_rotation(
+    tmp_path: Path, run_id: str, subprocess_env: dict[str, str]
+) -> None:
+    log_path, sock, spool = tmp_path / "hub.log", tmp_path / "hub.sock", tmp_path / "spool"
+    hub = start_serve(write_config(tmp_path, log_path), sock, subprocess_env)
+    try:
+        (before,) = start_writers(f"unix:{sock}", subprocess_env, spool, run_id, n=1, count=1000, pause=0.0)
+        assert before.wait(60) == 0
+        log_path.rename(tmp_path / "hub.log.1")  # what logrotate does
+        hub.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while not log_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert log_path.exists(), "SIGHUP must reopen (recreate) the log file"
+        (after,) = start_writers(f"unix:{sock}", subprocess_env, spool, run_id, n=1, count=1000, pause=0, prefix="v")
+        assert after.wait(60) == 0
+    finally:
+        hub.send_signal(signal.SIGTERM)
+        assert hub.wait(30) == 0
+    assert "flk1 " + run_id + " w0 " in (tmp_path / "hub.log.1").read_text()
+    new = log_path.read_text()
+    assert " w0 " not in new and new.count(" v0 ") == 1000
