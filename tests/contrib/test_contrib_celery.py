@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import textwrap
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from contrib_helpers import Server, stamped_count, wait_until
 
+from flocklog.testing import parse_stamp
 from flocklog.verify import VerifyOptions, verify_paths
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -45,13 +48,27 @@ TASKS_MODULE = textwrap.dedent(
 
 
     @app.task(name="flk.log")
-    def log(run, index, records=1, pause=0.0, work=0.004):
+    def log(run, index, records=1, pause=0.0, work=0.004, receipts=None):
         logger = task_logger if index % 2 == 0 else plain_logger
         time.sleep(work)  # some work, so 2,000 tasks span several rotation intervals
         for seq in range(records):
             if seq:
                 time.sleep(pause)
             logger.info(Stamp(run, f"t{index}", seq, "p" * 40))
+            if receipts:
+                # Outside the log: proof that this logging call returned, for the shutdown tests.
+                _receipts(receipts).rpush(run, f"t{index}:{seq}")
+
+
+    _clients = {}
+
+
+    def _receipts(url):
+        import redis
+
+        if url not in _clients:
+            _clients[url] = redis.Redis.from_url(url)
+        return _clients[url]
     '''
 )
 
@@ -129,3 +146,34 @@ def test_warm_shutdown_loses_no_record_of_tasks_in_flight(
     assert report.ok, report.to_dict()
     assert report.records >= seen_before
     assert 5 <= len(report.writers) < 200, "SIGTERM must land while tasks are still queued"
+
+
+def test_cold_shutdown_keeps_every_record_whose_logging_call_returned(
+    tmp_path: Path,
+    redis_url: str,
+    run_id: str,
+    subprocess_env: dict[str, str],
+    start_server: Callable[..., Server],
+) -> None:
+    import redis
+
+    worker, logs = start_worker(tmp_path, subprocess_env, start_server, mode="hub", broker=redis_url)
+    send(redis_url, run_id, 200, records=3, pause=0.2, receipts=redis_url)
+    wait_until(lambda: stamped_count(logs, run_id) >= 10, 90, "the first task records", worker.output)
+    # SIGQUIT is Celery's cold shutdown: tasks in flight are terminated between two records.
+    worker.proc.send_signal(signal.SIGQUIT)
+    worker.proc.wait(60)
+    receipts = {item.decode() for item in redis.Redis.from_url(redis_url).lrange(run_id, 0, -1)}
+    found: list[str] = []
+    for path in logs.glob("celery.log*"):
+        if path.name.endswith(".lock"):
+            continue
+        for line in path.read_text().splitlines():
+            stamp = parse_stamp(line)
+            if stamp is not None and stamp.run == run_id:
+                found.append(f"{stamp.writer}:{stamp.seq}")
+    assert len(receipts) >= 10
+    assert receipts <= set(found), f"lost: {sorted(receipts - set(found))[:20]}\n{worker.output()}"
+    assert len(found) == len(set(found)), "a record was written twice"
+    per_writer = Counter(item.split(":")[0] for item in found)
+    assert any(count < 3 for count in per_writer.values()), "the cold shutdown must cut tasks in flight"
