@@ -137,3 +137,17 @@ def test_the_hub_package_never_uses_pickle_marshal_eval_or_exec() -> None:
                 assert node.attr not in {"loads", "load"} or not (
                     isinstance(node.value, ast.Name) and node.value.id in forbidden_modules
                 ), path
+
+
+@settings(max_examples=100, deadline=None)
+@given(msg=st.text(max_size=500), exc=st.none() | st.text(max_size=50), with_extra=st.booleans())
+def test_the_fast_encoder_produces_exactly_what_the_careful_encoder_does(
+    msg: str, exc: str | None, with_extra: bool
+) -> None:
+    record = logging.LogRecord("fast", logging.INFO, __file__, 3, "m", None, None, "f")
+    record.exc_text = exc
+    if with_extra:
+        record.request_id = "r-1"
+    fast = frames.encode_log_record(record, msg, 4096)
+    careful = frames.encode_record(frames.record_to_fields(record, msg), 4096)
+    assert fast == careful

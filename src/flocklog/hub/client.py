@@ -107,7 +107,9 @@ class HubHandler(logging.Handler):
         self._space = threading.Condition(self._mutex)
         self._wake = threading.Event()
         self._idle = threading.Condition(threading.Lock())
-        self._buf: collections.deque[bytes] = collections.deque()
+        self._buf: collections.deque[bytes] = collections.deque()  # emit() appends here (under _mutex)
+        self._carry: collections.deque[bytes] = collections.deque()  # the sender's share, taken from _buf whole
+        self._carry_len = 0
         self._inflight = 0
         self._thread: threading.Thread | None = None
         self._session: ClientSession | None = None
@@ -158,7 +160,7 @@ class HubHandler(logging.Handler):
             if self._pid != os.getpid():  # forked without the at-fork hook (should not happen): start fresh
                 self._after_fork_in_child()
             msg = self.format(record)
-            data, truncated = frames.encode_record(frames.record_to_fields(record, msg), self._record_limit)
+            data, truncated = frames.encode_log_record(record, msg, self._record_limit)
             self._enqueue(data, truncated)
         except Exception:
             self.handleError(record)
@@ -173,19 +175,19 @@ class HubHandler(logging.Handler):
             st["emitted"] += 1
             if truncated:
                 st["truncated"] += 1
-            buf = self._buf
-            if len(buf) >= self.capacity:
+            if len(self._buf) + self._carry_len + self._inflight >= self.capacity:
                 if self.when_full == "drop_newest":
                     st["dropped_full"] += 1
                     return
                 if self.when_full == "drop_oldest":
-                    buf.popleft()
-                    st["dropped_full"] += 1
+                    if self._buf:  # when the sender owns all of them they are on their way: keep this one
+                        self._buf.popleft()
+                        st["dropped_full"] += 1
                 else:
-                    while len(buf) >= self.capacity and not self._closing:
+                    while len(self._buf) + self._carry_len + self._inflight >= self.capacity and not self._closing:
                         self._wake.set()
                         self._space.wait(0.1)
-            buf.append(data)
+            self._buf.append(data)
             if self._thread is None:
                 self._start_sender()
         if not self._wake.is_set():
@@ -197,20 +199,31 @@ class HubHandler(logging.Handler):
 
     # -- the sender thread -----------------------------------------------------------------------------------
     def _take_batch(self) -> list[bytes]:
+        """Next batch; the shared buffer is swapped out whole, so emit() never waits for a per-record loop."""
+        carry = self._carry
+        if not carry:
+            with self._mutex:
+                if self._buf:
+                    carry = self._carry = self._buf
+                    self._buf = collections.deque()
+                    self._carry_len = len(carry)
+        batch: list[bytes] = []
+        size = 0
+        while carry and len(batch) < self.batch_size and size + len(carry[0]) + 8 <= self._record_limit:
+            item = carry.popleft()
+            batch.append(item)
+            size += len(item) + 8
+        if not batch and carry:  # one record of exactly the limit
+            batch.append(carry.popleft())
+        self._inflight = len(batch)
+        self._carry_len = len(carry)
+        return batch
+
+    def _batch_done(self) -> None:
         with self._mutex:
-            batch: list[bytes] = []
-            size = 0
-            buf = self._buf
-            while buf and len(batch) < self.batch_size and size + len(buf[0]) + 8 <= self._record_limit:
-                item = buf.popleft()
-                batch.append(item)
-                size += len(item) + 8
-            if not batch and buf:  # one record of exactly the limit
-                batch.append(buf.popleft())
-            self._inflight = len(batch)
-            if batch and self.when_full == "block":
+            self._inflight = 0
+            if self.when_full == "block":
                 self._space.notify_all()
-            return batch
 
     def _run(self) -> None:
         if self.adopt_orphans:
@@ -225,11 +238,15 @@ class HubHandler(logging.Handler):
                 if not batch:
                     break
                 self._deliver(batch)
-                with self._mutex:
-                    self._inflight = 0
+                self._batch_done()
             with self._idle:
                 self._idle.notify_all()
-            if self._closing and not self._buf and (not self._pending_spools or self._past_deadline()):
+            if (
+                self._closing
+                and not self._buf
+                and not self._carry
+                and (not self._pending_spools or self._past_deadline())
+            ):
                 self._close_session()
                 self._close_spool()
                 return
@@ -414,7 +431,7 @@ class HubHandler(logging.Handler):
         deadline = time.monotonic() + (self.drain_timeout if timeout is None else timeout)
         while True:
             with self._mutex:
-                idle = not self._buf and not self._inflight and not self._pending_spools
+                idle = not self._buf and not self._carry and not self._inflight and not self._pending_spools
             if idle:
                 return True
             if time.monotonic() >= deadline or self._thread is None or not self._thread.is_alive():
@@ -430,7 +447,7 @@ class HubHandler(logging.Handler):
         """Counters: emitted, sent, spooled, replayed, dropped_full, dropped_oversize, truncated, ..."""
         with self._mutex:
             data: dict[str, Any] = dict(self._stats)
-            data["buffered"] = len(self._buf) + self._inflight
+            data["buffered"] = len(self._buf) + self._carry_len + self._inflight
         data["connected"] = self._session is not None
         data["pending_spools"] = len(self._pending_spools)
         data["client_id"] = self._cid
@@ -454,6 +471,9 @@ class HubHandler(logging.Handler):
             self._closed = True
             leftovers = list(self._buf)
             self._buf.clear()
+            if thread is None or not thread.is_alive():
+                leftovers[:0] = list(self._carry)  # the sender is gone: its share is ours now, and older
+                self._carry.clear()
         if thread is None or not thread.is_alive():
             if leftovers:
                 self._deadline = 0.0

@@ -251,6 +251,55 @@ def encode_record(fields: dict[str, Any], limit: int) -> tuple[bytes, bool]:
     return data, True
 
 
+def encode_log_record(record: logging.LogRecord, message: str, limit: int) -> tuple[bytes, bool]:
+    """The client's hot path: a well-typed record without extras is packed straight from its attributes.
+
+    Anything unusual (extras, odd types, surrogates, oversize) takes the careful path through
+    :func:`record_to_fields` and :func:`encode_record`, which produce the same wire format.
+    """
+    d = record.__dict__
+    if len(d.keys() - STANDARD_ATTRS) == 0:
+        row = [
+            record.name,
+            record.levelno,
+            record.levelname,
+            message,
+            record.created,
+            record.process,
+            record.processName,
+            record.thread,
+            record.threadName,
+            record.module,
+            record.lineno,
+            record.funcName,
+            record.exc_text,
+            record.stack_info,
+            None,
+        ]
+        if (
+            type(row[0]) is str
+            and type(row[1]) is int
+            and type(row[2]) is str
+            and type(row[4]) is float
+            and (row[5] is None or type(row[5]) is int)
+            and type(row[6]) is str
+            and (row[7] is None or type(row[7]) is int)
+            and type(row[8]) is str
+            and type(row[9]) is str
+            and type(row[10]) is int
+            and type(row[11]) is str
+            and (row[12] is None or type(row[12]) is str)
+            and (row[13] is None or type(row[13]) is str)
+        ):
+            try:
+                data = pack(row)
+            except (UnicodeEncodeError, OverflowError, TypeError, ValueError):
+                data = b""
+            if data and len(data) <= limit:
+                return data, False
+    return encode_record(record_to_fields(record, message), limit)
+
+
 def decode_record(data: Any) -> dict[str, Any]:
     """Type-check one encoded record and return its fields; raises FrameError (saying which field) if malformed."""
     if type(data) is not bytes:
