@@ -74,7 +74,13 @@ TASKS_MODULE = textwrap.dedent(
 
 
 def start_worker(
-    tmp_path: Path, env: dict[str, str], start_server: Callable[..., Server], *, mode: str, broker: str
+    tmp_path: Path,
+    env: dict[str, str],
+    start_server: Callable[..., Server],
+    *,
+    mode: str,
+    broker: str,
+    pool: str = "prefork",
 ) -> tuple[Server, Path]:
     (tmp_path / "flk_tasks.py").write_text(TASKS_MODULE)
     logs = tmp_path / "logs"
@@ -82,7 +88,7 @@ def start_worker(
     env = dict(env)
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
     env.update(FLK_BROKER=broker, FLK_MODE=mode, FLK_LOG_FILE=str(logs / "celery.log"))
-    args = [sys.executable, "-m", "celery", "-A", "flk_tasks", "worker", "--concurrency=4", "--pool=prefork"]
+    args = [sys.executable, "-m", "celery", "-A", "flk_tasks", "worker", "--concurrency=4", f"--pool={pool}"]
     args += ["--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
     worker = start_server(args, cwd=tmp_path, env=env, log=tmp_path / "worker.out")
     return worker, logs
@@ -98,9 +104,10 @@ def send(broker: str, run: str, count: int, **kwargs: object) -> None:
             client.send_task("flk.log", args=[run, index], kwargs=kwargs, producer=producer)
 
 
-@pytest.mark.parametrize("mode", ["hub", "files"])
-def test_prefork_worker_logs_every_task_record_once_across_rotations(
+@pytest.mark.parametrize(("mode", "pool"), [("hub", "prefork"), ("files", "prefork"), ("hub", "threads")])
+def test_worker_logs_every_task_record_once_across_rotations(
     mode: str,
+    pool: str,
     tmp_path: Path,
     redis_url: str,
     run_id: str,
@@ -108,7 +115,7 @@ def test_prefork_worker_logs_every_task_record_once_across_rotations(
     start_server: Callable[..., Server],
 ) -> None:
     tasks = 2000
-    worker, logs = start_worker(tmp_path, subprocess_env, start_server, mode=mode, broker=redis_url)
+    worker, logs = start_worker(tmp_path, subprocess_env, start_server, mode=mode, broker=redis_url, pool=pool)
     send(redis_url, run_id, tasks)
     wait_until(
         lambda: stamped_count(logs, run_id) >= tasks or worker.proc.poll() is not None,

@@ -82,3 +82,19 @@ def test_django_with_incomplete_flocklog_setting_names_the_missing_key(
     settings.write_text(settings.read_text() + '\nFLOCKLOG = {"MODE": "hub"}\n')
     result = run([sys.executable, "manage.py", "shell", "-c", "pass"], project, subprocess_env)
     assert_one_clear_line(result, "FLOCKLOG MODE 'hub' needs HUB_ADDRESS")
+
+
+def test_celery_setup_called_twice_keeps_only_the_last_receivers() -> None:
+    from celery import Celery, signals
+
+    from flocklog.contrib.celery import setup
+
+    app = Celery("twice", broker="memory://")
+    first = setup(app, mode="files", log_file="logs/celery.log")
+    second = setup(app, mode="files", log_file="logs/celery.log")
+    live = list(signals.setup_logging._live_receivers(None))
+    assert second.on_setup_logging in live
+    assert first.on_setup_logging not in live
+    assert app.conf.worker_hijack_root_logger is False
+    for signal, receiver in second.receivers:
+        signal.disconnect(receiver)

@@ -7,6 +7,7 @@ decide *when* to call them. Nothing here imports a framework.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -190,6 +191,17 @@ def start_owned_hub(files: FileSettings | None, logging_config: dict[str, Any] |
         raise ConfigError("a hub needs somewhere to write: pass log_file=... or a logging_config dict")
     os.environ[HUB_ADDRESS_ENV] = hub.address
     return hub
+
+
+def stop_owned_hub(hub: Any, timeout: float = 10.0) -> None:
+    """Stop a hub from :func:`start_owned_hub` and remove its private socket directory."""
+    hub.stop(timeout)
+    address = str(hub.address)
+    if address.startswith("unix:"):
+        directory = Path(address[len("unix:") :]).parent
+        if directory.name.startswith("flocklog-hub-"):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
 
 
 def hub_handler(address: str | None, files: FileSettings | None) -> logging.Handler:

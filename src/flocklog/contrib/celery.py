@@ -25,12 +25,11 @@ from flocklog.contrib import (
     level_number,
     start_owned_hub,
     startup_errors,
+    stop_owned_hub,
 )
 from flocklog.errors import ConfigError
 
 __all__ = ["CeleryLogging", "setup"]
-
-_log = logging.getLogger("flocklog.contrib.celery")
 
 
 @dataclass
@@ -80,7 +79,7 @@ class CeleryLogging:
             return
         drain_installed()
         if self.hub is not None:
-            self.hub.stop(10.0)
+            stop_owned_hub(self.hub)
             self.hub = None
 
     # -- prefork children --------------------------------------------------------------------------------------
@@ -153,6 +152,11 @@ def setup(
     if files is None and logging_config is None and not (checked == "hub" and hub_address is not None):
         raise ConfigError("nowhere to log: pass log_file='logs/celery.log', a logging_config dict or a hub_address")
 
+    previous = getattr(app, "flocklog_logging", None)
+    if isinstance(previous, CeleryLogging):
+        # A second setup() (a re-imported module, a test) replaces the first: two hubs would both own the files.
+        for signal, receiver in previous.receivers:
+            signal.disconnect(receiver)
     app.conf.worker_hijack_root_logger = False
     state = CeleryLogging(
         mode=checked, files=files, logging_config=logging_config, hub_address=hub_address, level=level

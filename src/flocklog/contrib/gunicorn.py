@@ -33,6 +33,7 @@ from flocklog.contrib import (
     installed_handlers,
     start_owned_hub,
     startup_errors,
+    stop_owned_hub,
 )
 from flocklog.errors import FlocklogError
 
@@ -79,7 +80,7 @@ class GunicornHooks:
             return
         drain_installed()
         if self.hub is not None:
-            self.hub.stop(10.0)
+            stop_owned_hub(self.hub)
             self.hub = None
 
 

@@ -27,6 +27,7 @@ from flocklog.contrib import (
     install_root_handler,
     level_number,
     start_owned_hub,
+    stop_owned_hub,
 )
 from flocklog.errors import ConfigError, FlocklogError
 
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             root.removeHandler(handler)
             handler.close()
         if hub is not None:
-            hub.stop(10.0)
+            stop_owned_hub(hub)
     return 0
 
 

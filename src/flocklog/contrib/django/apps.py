@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import logging
 from typing import Any
 
 from django.apps import AppConfig
@@ -17,10 +16,9 @@ from flocklog.contrib import (
     installed_handlers,
     start_owned_hub,
     startup_errors,
+    stop_owned_hub,
 )
 from flocklog.contrib.django.conf import read_settings
-
-_log = logging.getLogger("flocklog.contrib.django")
 
 
 class FlocklogConfig(AppConfig):
@@ -63,5 +61,5 @@ class FlocklogConfig(AppConfig):
     def _stop_hub(self) -> None:
         drain_installed()
         if self.hub is not None:
-            self.hub.stop(10.0)
+            stop_owned_hub(self.hub)
             self.hub = None
