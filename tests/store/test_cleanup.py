@@ -252,6 +252,12 @@ def test_partitioned_table_drops_whole_old_partitions_and_trims_the_straddling_o
         assert not existing & set(whole_old), "old partitions still exist in pg_class"
         assert straddling in existing and f"{name}_default" in existing
         assert sorted(tbl.times()) == sorted(t for t in times if t >= cutoff)
+
+        # keep-N across partitions: ctids are per partition, so each leaf is trimmed on its own.
+        kept = cleanup(postgres_dsn, days=None, keep=30, table=name, now=now, batch_size=7)
+        assert kept.deleted == len([t for t in times if t >= cutoff]) - 30
+        assert tbl.times() == sorted(times)[-30:]
+        assert {t.date() for t in tbl.times()} == {NOW.date(), (NOW - timedelta(days=1)).date()}
     finally:
         with psycopg.connect(postgres_dsn, autocommit=True) as conn:
             conn.execute(f"DROP TABLE IF EXISTS {name} CASCADE")

@@ -249,13 +249,14 @@ class _Backend:
         raise NotImplementedError
 
 
-def _windows(oldest: datetime, cutoff: datetime, window: timedelta) -> Iterator[datetime]:
-    """Upper bounds of the time slices from the oldest row to the cutoff, oldest first (the last is the cutoff)."""
-    bound = oldest + window
-    while bound < cutoff:
-        yield bound
-        bound += window
-    yield cutoff
+def _windows(oldest: Callable[[], datetime | None], cutoff: datetime, window: timedelta) -> Iterator[datetime]:
+    """Upper bounds of the time slices to delete, oldest first, the last being the cutoff.
+
+    Each slice starts at the oldest row still older than the cutoff, so gaps of months cost one query, not one
+    per empty window.
+    """
+    while (start := oldest()) is not None:
+        yield min(start + window, cutoff)
 
 
 class _PostgresBackend(_Backend):
@@ -390,9 +391,12 @@ class _PostgresBackend(_Backend):
 
         total = batches = 0
         for leaf in self.leaves():
-            oldest = self._scalar(sql.SQL("SELECT min(ts) FROM {} WHERE ts < %s").format(self._ident(leaf)), (cutoff,))
-            if oldest is None:
-                continue
+            query = sql.SQL("SELECT min(ts) FROM {} WHERE ts < %s").format(self._ident(leaf))
+
+            def oldest(query: Any = query) -> datetime | None:
+                value: datetime | None = self._scalar(query, (cutoff,))
+                return value
+
             for bound in _windows(oldest, cutoff, window):
                 for deleted in self._delete_batches(leaf, sql.SQL("ts < %s"), (bound,), batch_size):
                     total += deleted
@@ -479,12 +483,12 @@ class _SqliteBackend(_Backend):
     def delete_older(
         self, cutoff: datetime, batch_size: int, window: timedelta, hook: Callable[[int, int], None]
     ) -> tuple[int, int]:
-        oldest = self._scalar(f'SELECT min(ts) FROM "{self.table}" WHERE ts < ?', (cutoff.timestamp(),))
-        if oldest is None:
-            return 0, 0
+        def oldest() -> datetime | None:
+            ts = self._scalar(f'SELECT min(ts) FROM "{self.table}" WHERE ts < ?', (cutoff.timestamp(),))
+            return None if ts is None else datetime.fromtimestamp(float(ts), timezone.utc)
+
         total = batches = 0
-        start = datetime.fromtimestamp(float(oldest), timezone.utc)
-        for bound in _windows(start, cutoff, window):
+        for bound in _windows(oldest, cutoff, window):
             for deleted in self._delete_batches("ts < ?", (bound.timestamp(),), batch_size):
                 total += deleted
                 batches += 1
