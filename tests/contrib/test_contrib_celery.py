@@ -104,7 +104,9 @@ def send(broker: str, run: str, count: int, **kwargs: object) -> None:
             client.send_task("flk.log", args=[run, index], kwargs=kwargs, producer=producer)
 
 
-@pytest.mark.parametrize(("mode", "pool"), [("hub", "prefork"), ("files", "prefork"), ("hub", "threads")])
+@pytest.mark.parametrize(
+    ("mode", "pool"), [("hub", "prefork"), ("files", "prefork"), ("hub", "threads"), ("hub", "solo")]
+)
 def test_worker_logs_every_task_record_once_across_rotations(
     mode: str,
     pool: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
@@ -9,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from contrib_helpers import EXAMPLES, Server, free_port, hammer, wait_for_port
+from contrib_helpers import EXAMPLES, Server, free_port, hammer, wait_for_port, wait_until
 
 from flocklog.verify import VerifyOptions, verify_paths
 
@@ -18,13 +19,13 @@ pytestmark = pytest.mark.slow
 REQUESTS = 2000
 
 
-def verified(log_file: Path, run: str) -> None:
+def verified(log_file: Path, run: str, requests: int = REQUESTS) -> None:
     report = verify_paths(
         [str(log_file)],
-        VerifyOptions(expect_per_writer=1, writers=REQUESTS, run=run, when="S", tolerance=0.5),
+        VerifyOptions(expect_per_writer=1, writers=requests, run=run, when="S", tolerance=0.5),
     )
     assert report.ok, report.to_dict()
-    assert report.records == REQUESTS
+    assert report.records == requests
     assert report.archives >= 2, "the run must cross rotation boundaries to prove anything"
 
 
@@ -75,3 +76,59 @@ def test_uvicorn_four_spawned_workers_log_every_request_once_through_the_hub_add
     assert server.terminate() == 0, server.output()
     verified(app_dir / "logs" / "app.log", run_id)
     assert len(pids_in(app_dir / "logs" / "app.log")) >= 2, "requests must have been served by several workers"
+
+
+def test_uvicorn_workers_reach_a_flocklog_serve_hub_through_log_config_and_the_address_variable(
+    tmp_path: Path, run_id: str, subprocess_env: dict[str, str], start_server: Callable[..., Server]
+) -> None:
+    from flocklog.contrib.uvicorn import log_config
+
+    app_dir = tmp_path / "uvicorn_app"
+    shutil.copytree(EXAMPLES / "uvicorn_app", app_dir)
+    (app_dir / "logs").mkdir()
+    hub_config = {
+        "version": 1,
+        "handlers": {
+            "file": {
+                "class": "flocklog.TimedRotatingFileHandler",
+                "filename": str(app_dir / "logs" / "app.log"),
+                "when": "S",
+                "backupCount": 1000,
+            }
+        },
+        "root": {"handlers": ["file"]},
+    }
+    (tmp_path / "hub.json").write_text(json.dumps(hub_config))
+    (tmp_path / "log.json").write_text(json.dumps(log_config()))
+    socket_path = tmp_path / "hub.sock"
+    hub_args = [
+        sys.executable,
+        "-c",
+        "from flocklog.cli import main; main()",
+        "serve",
+        "--config",
+        str(tmp_path / "hub.json"),
+    ]
+    hub = start_server(
+        [*hub_args, "--unix", str(socket_path)], cwd=tmp_path, env=subprocess_env, log=tmp_path / "hub.out"
+    )
+    wait_until(lambda: socket_path.exists() or hub.proc.poll() is not None, 30, "the hub's socket", hub.output)
+    port = free_port()
+    env = dict(subprocess_env, FLOCKLOG_HUB_ADDRESS=f"unix:{socket_path}")
+    args = [sys.executable, "-m", "uvicorn", "app:app", "--workers", "4", "--port", str(port)]
+    server = start_server(
+        [*args, "--log-config", str(tmp_path / "log.json")], cwd=app_dir, env=env, log=tmp_path / "uvicorn.out"
+    )
+    wait_for_port(port, server)
+    hammer(f"http://127.0.0.1:{port}/", run_id, 600)
+    time.sleep(2.1)
+    hammer(f"http://127.0.0.1:{port}/", "warmup", 10)  # a record after a boundary, so the set has archives
+    assert server.terminate() == 0, server.output()
+    assert hub.terminate() == 0, hub.output()
+    report = verify_paths(
+        [str(app_dir / "logs" / "app.log")],
+        VerifyOptions(expect_per_writer=1, writers=600, run=run_id, when="S", tolerance=0.5),
+    )
+    assert report.ok, report.to_dict()
+    assert report.archives >= 1
+    assert len(pids_in(app_dir / "logs" / "app.log")) >= 2
