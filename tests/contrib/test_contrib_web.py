@@ -19,12 +19,12 @@ pytestmark = pytest.mark.slow
 REQUESTS = 2000
 
 
-def verified(log_file: Path, run: str, requests: int = REQUESTS) -> None:
+def verified(log_file: Path, run: str, server: Server, requests: int = REQUESTS) -> None:
     report = verify_paths(
         [str(log_file)],
         VerifyOptions(expect_per_writer=1, writers=requests, run=run, when="S", tolerance=0.5),
     )
-    assert report.ok, report.to_dict()
+    assert report.ok, (report.to_dict(), server.output())
     assert report.records == requests
     assert report.archives >= 2, "the run must cross rotation boundaries to prove anything"
 
@@ -36,15 +36,16 @@ def pids_in(log_file: Path) -> set[str]:
     return {line.split("[PID:")[1].split(",")[0] for line in lines}
 
 
+@pytest.mark.parametrize("preload", [False, True], ids=["lazy-app", "preload"])
 def test_gunicorn_four_workers_log_every_request_once_through_the_masters_hub(
-    tmp_path: Path, run_id: str, subprocess_env: dict[str, str], start_server: Callable[..., Server]
+    preload: bool, tmp_path: Path, run_id: str, subprocess_env: dict[str, str], start_server: Callable[..., Server]
 ) -> None:
     app_dir = tmp_path / "gunicorn_app"
     shutil.copytree(EXAMPLES / "gunicorn_app", app_dir)
     (app_dir / "logs").mkdir()
     port = free_port()
     env = dict(subprocess_env, BIND=f"127.0.0.1:{port}", LOG_WHEN="S", LOG_BACKUPS="1000")
-    args = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"]
+    args = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *(["--preload"] if preload else []), "app:app"]
     server = start_server(args, cwd=app_dir, env=env, log=tmp_path / "gunicorn.out")
     wait_for_port(port, server)
     started = time.monotonic()
@@ -53,7 +54,7 @@ def test_gunicorn_four_workers_log_every_request_once_through_the_masters_hub(
         time.sleep(2.5)  # make sure the set spans several one-second intervals
         hammer(f"http://127.0.0.1:{port}/", "warmup", 10)
     assert server.terminate() == 0, server.output()
-    verified(app_dir / "logs" / "app.log", run_id)
+    verified(app_dir / "logs" / "app.log", run_id, server)
     assert len(pids_in(app_dir / "logs" / "app.log")) >= 2, "requests must have been served by several workers"
 
 
@@ -74,7 +75,7 @@ def test_uvicorn_four_spawned_workers_log_every_request_once_through_the_hub_add
         time.sleep(2.5)
         hammer(f"http://127.0.0.1:{port}/", "warmup", 10)
     assert server.terminate() == 0, server.output()
-    verified(app_dir / "logs" / "app.log", run_id)
+    verified(app_dir / "logs" / "app.log", run_id, server)
     assert len(pids_in(app_dir / "logs" / "app.log")) >= 2, "requests must have been served by several workers"
 
 
