@@ -18,7 +18,7 @@ from writers import build, start_interpreter, start_process, write
 
 from flocklog import ConfigError
 from flocklog.files.handlers import ConcurrentRotatingFileHandler, RotatingFileHandler
-from flocklog.testing import stamped_logger, write_stamped
+from flocklog.testing import Stamp, stamped_logger, write_stamped
 from flocklog.verify import VerifyOptions, verify_paths
 
 SIZE = "flocklog.RotatingFileHandler"
@@ -103,7 +103,7 @@ def test_fork_while_logging_keeps_parent_and_child_writing(tmp_path: Path, run_i
         finally:
             os._exit(code)
     for seq in range(500, 1000):
-        logger.info(__import__("flocklog.testing").testing.Stamp(run_id, "parent", seq))
+        logger.info(Stamp(run_id, "parent", seq))
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     handler.close()
@@ -256,3 +256,21 @@ def test_namer_and_rotator_are_honoured(tmp_path: Path) -> None:
     logger.removeHandler(handler)
     assert rotated and all(dest.endswith(".1.old") for _, dest in rotated)
     assert (tmp_path / "app.log.3.old").exists()
+
+
+def test_an_idle_writer_never_writes_into_an_archive_that_rotation_deleted(tmp_path: Path, run_id: str) -> None:
+    log = tmp_path / "app.log"
+    # Two handlers on one set act like two processes: each has its own descriptor and lock description.
+    busy = build(SIZE, {"filename": str(log), "maxBytes": 4096, "backupCount": 2})
+    idle = build(SIZE, {"filename": str(log), "maxBytes": 4096, "backupCount": 2})
+    busy_logger = stamped_logger("idle.busy", busy)
+    idle_logger = stamped_logger("idle.idle", idle)
+    write_stamped(idle_logger, run=run_id, writer="idle", count=1, payload_size=10)
+    # Within the path-check interval the busy writer rotates the idle one's file out of the set (deleted).
+    write_stamped(busy_logger, run=run_id, writer="busy", count=200, payload_size=200)
+    for seq in range(1, 4):  # small records that would still fit into the deleted file
+        idle_logger.info(Stamp(run_id, "idle", seq))
+    busy.close()
+    idle.close()
+    idle_lines = [line for line in log.read_text().splitlines() if f" {run_id} idle " in line]
+    assert len(idle_lines) == 3  # seq 1-3 reached the live file, not a deleted inode

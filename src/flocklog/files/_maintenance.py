@@ -72,7 +72,8 @@ class _Archives:
         now = _snapshot(path)
         return path if now == snap else None
 
-    def retention(self, now: float) -> None:
+    def retention(self, now: float) -> bool:
+        """Delete what retention says must go (the caller holds the lock); True if anything was deleted."""
         raise NotImplementedError
 
     def pending(self, grace: float, now: float) -> list[str]:
@@ -108,6 +109,7 @@ class _Archives:
                     return False
                 os.replace(claim, current + ".gz")
                 _remove(current)
+                lock.bump()  # a writer may still hold the plain archive: make it look before its next record
             return True
         except BaseException:
             _remove(claim)
@@ -177,15 +179,18 @@ class SizeArchives(_Archives):
                 return candidate
         return None
 
-    def retention(self, now: float) -> None:
+    def retention(self, now: float) -> bool:
         if self.max_age is None:
-            return
+            return False
+        deleted = False
         for index in self._present():
             for ext in ("", ".gz"):
                 path = self.name(index) + ext
                 snap = _snapshot(path)
                 if snap is not None and now - snap.mtime_ns / 1e9 > self.max_age:
                     _remove(path)
+                    deleted = True
+        return deleted
 
 
 class TimedArchives(_Archives):
@@ -232,7 +237,7 @@ class TimedArchives(_Archives):
         matches = [p for s, _, p, gz in self._listing() if s == slot_start and not gz]
         return matches[-1] if matches else None
 
-    def retention(self, now: float) -> None:
+    def retention(self, now: float) -> bool:
         listing = self._listing()
         doomed: set[str] = set()
         if self.backup_count > 0 and len(listing) > self.backup_count:
@@ -243,6 +248,7 @@ class TimedArchives(_Archives):
                     doomed.add(path)
         for path in doomed:
             _remove(path)
+        return bool(doomed)
 
 
 class Maintenance:
@@ -291,7 +297,8 @@ class Maintenance:
             now = time.time()
             self.archives.clean_leftovers(now)
             with self.lock.held():
-                self.archives.retention(now)
+                if self.archives.retention(now):
+                    self.lock.bump()
             for path in self.archives.pending(grace, now):
                 self.archives.compress_one(path, self.lock)
             return bool(self.archives.compress and self.archives.plain_archives())

@@ -80,6 +80,12 @@ class _SafeFileMixin:
         self.lock_file = os.path.abspath(lock_file) if lock_file else self.baseFilename + ".lock"
         self.dropped = 0  # records that could not be written (full disk, I/O error); each went to handleError
         self._lock_file = RotationLock(self.lock_file)
+        try:
+            # Bumped by whoever renames or deletes a file of the set: a memory read per record, not a stat.
+            self._generation = self._lock_file.generation_map()
+        except OSError as exc:
+            raise ConfigError(f"cannot use lock file {self.lock_file!r}: {exc.strerror or exc}") from None
+        self._gen_seen = self._generation[0:8]
         self._fd: int | None = None
         self._ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the file our descriptor holds
         self._needs_newline = False
@@ -99,6 +105,7 @@ class _SafeFileMixin:
     # -- descriptor management
     def _reopen(self) -> int:
         self._close_fd()
+        self._gen_seen = self._generation[0:8]  # read before opening: a later rotation is noticed next record
         flags = _FLAGS | (os.O_TRUNC if self._truncate_first else 0)
         self._truncate_first = False
         fd = os.open(self.baseFilename, flags, 0o644)
@@ -121,18 +128,26 @@ class _SafeFileMixin:
             return True
         return (st.st_dev, st.st_ino) != self._ident
 
-    def _moved_lately(self) -> bool:
-        """The path check, at most once per :data:`PATH_CHECK_INTERVAL` (a ``stat`` per record costs ~25%).
+    def _should_look(self) -> bool:
+        """Whether to ``stat`` the path before this record (a ``stat`` per record would cost ~25%).
 
-        Rotation by another process does not need it: the size handler sees its old file is full (the offset
-        after each write is the file's size), the timed handler sees a record belongs to a newer slot. This
-        check catches the rest: an external ``logrotate`` or a deleted file.
+        Yes when the shared generation counter changed (another process renamed or deleted a file of the set:
+        our descriptor may name an archive that is about to go), and at least once per
+        :data:`PATH_CHECK_INTERVAL` for what flocklog cannot see: an external ``logrotate`` or a deleted file.
         """
+        generation = self._generation[0:8]
+        if generation != self._gen_seen:
+            self._gen_seen = generation  # taken before the stat, so a rotation after it is seen next time
+            self._next_check = time.monotonic() + PATH_CHECK_INTERVAL
+            return True
         now = time.monotonic()
         if now < self._next_check:
             return False
         self._next_check = now + PATH_CHECK_INTERVAL
-        return self._path_moved()
+        return True
+
+    def _moved_lately(self) -> bool:
+        return self._should_look() and self._path_moved()
 
     def _write_tracked(self, fd: int, data: bytes) -> None:
         self._write(fd, data)
@@ -181,8 +196,8 @@ class _SafeFileMixin:
         self.acquire()  # type: ignore[attr-defined]  # logging.Handler.acquire
         try:
             self._close_fd()
-            self._lock_file.forget()
             self._maintenance.stop()
+            self._lock_file.forget()
             _LIVE.discard(self)
         finally:
             self.release()  # type: ignore[attr-defined]  # logging.Handler.release
@@ -271,6 +286,7 @@ class RotatingFileHandler(_SafeFileMixin, logging.handlers.RotatingFileHandler):
             return
         if self.backupCount > 0:
             self._sizes.shift(self.rotate)
+            self._lock_file.bump()
         self._reopen()
         self._maintenance.kick()
 
@@ -404,6 +420,7 @@ class TimedRotatingFileHandler(_SafeFileMixin, logging.handlers.TimedRotatingFil
         if start > live_start or (split and st.st_size > 0 and st.st_size + incoming > self.maxBytes):
             if st.st_size > 0:
                 self._slots.archive_live(live_start, self.rotate, self.rotation_filename)
+                self._lock_file.bump()
                 self._maintenance.kick()
             fd = self._reopen()
             self._claim_slot(start)
