@@ -71,3 +71,35 @@ def test_logging_settings_helper_gives_a_logging_dict_that_writes_the_pid_tid_fo
     assert line.startswith("WARNING "), line
     assert f"[PID:{line.split('[PID:')[1].split(',')[0]}, TID:" in line
     assert line.endswith("from django")
+
+
+@pytest.mark.parametrize(
+    "flocklog_setting",
+    [
+        '{"MODE": "files", "LOG_FILE": BASE_DIR / "logs" / "app.log"}',
+        '{"MODE": "hub", "START_HUB": True, "LOG_FILE": BASE_DIR / "logs" / "app.log"}',
+    ],
+    ids=["files", "in-process-hub"],
+)
+def test_flocklog_app_configures_the_root_logger_from_the_flocklog_setting(
+    flocklog_setting: str, tmp_path: Path, run_id: str, subprocess_env: dict[str, str]
+) -> None:
+    project = tmp_path / "django_celery"
+    shutil.copytree(EXAMPLES / "django_celery", project)
+    settings = project / "myproject" / "settings.py"
+    settings.write_text(settings.read_text() + f"\nFLOCKLOG = {flocklog_setting}\n")
+    code = f"import logging; logging.getLogger('myapp.views').warning('hello {run_id}')"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=project,
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in (project / "logs" / "app.log").read_text().splitlines() if run_id in line]
+    # Logged once, formatted once (by the process that logged), drained before the process exited.
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("WARNING ") and "[PID:" in lines[0] and lines[0].count("WARNING") == 1
+    assert lines[0].endswith(f"hello {run_id}")
