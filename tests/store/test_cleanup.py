@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from flocklog.errors import ConfigError
+from flocklog.errors import ConfigError, StoreError
 from flocklog.store.cleanup import cleanup
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -280,11 +280,17 @@ def test_bad_arguments_raise_config_error_saying_what_to_fix(
         cleanup(sqlite_table.url, **kwargs)
 
 
-def test_unsupported_url_and_missing_table_are_config_errors(sqlite_table: Table) -> None:
+def test_unsupported_url_and_missing_table_are_config_errors_and_a_broken_store_a_store_error(
+    sqlite_table: Table, tmp_path: Path
+) -> None:
     with pytest.raises(ConfigError, match="unsupported store URL"):
         cleanup("mysql://x/y")
     with pytest.raises(ConfigError, match="does not exist"):
         cleanup(sqlite_table.url, table="nope")
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not an SQLite database " * 200)
+    with pytest.raises(StoreError, match="run the cleanup again"):
+        cleanup(f"sqlite:///{garbage}")
 
 
 def test_cli_dry_run_then_cleanup_reports_what_went(sqlite_table: Table, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -77,7 +77,7 @@ def register(group: click.Group) -> None:
 
         With neither --days nor --keep, rows older than 365 days go. With both, a row goes if either says so.
         """
-        from flocklog.errors import FlocklogError
+        from flocklog.errors import ConfigError, FlocklogError
         from flocklog.store.cleanup import cleanup
 
         if days is None and keep is None:
@@ -86,6 +86,8 @@ def register(group: click.Group) -> None:
             result = cleanup(
                 database_url(database), days=days, keep=keep, dry_run=dry_run, batch_size=batch_size, table=table
             )
-        except FlocklogError as exc:
+        except ConfigError as exc:
             raise click.UsageError(str(exc)) from exc
+        except FlocklogError as exc:
+            raise click.ClickException(str(exc)) from exc
         render(result, as_json=as_json)

@@ -5,6 +5,7 @@ Whole daily partitions older than the cutoff are dropped (PostgreSQL) instead of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
@@ -33,7 +34,7 @@ _DROP_LOCK_TIMEOUT = "2s"
 _DROP_ATTEMPTS = 3
 
 BatchHook = Callable[[str, int, int], None]
-"""Called after every committed batch with (method, batch number within the method, rows deleted)."""
+"""Called after every committed batch or dropped partition with (method, number within the method, rows)."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,11 @@ class MethodResult:
 
 @dataclass(frozen=True)
 class CleanupResult:
-    """The outcome of one :func:`cleanup` run; ``matched`` is what a dry run would delete (or what was deleted)."""
+    """The outcome of one :func:`cleanup` run.
+
+    In a dry run ``matched`` is exactly what would go and ``partitions_dropped`` names the partitions that would be
+    dropped; in a real run ``matched == deleted`` (rows counted as their batches commit, not in a separate scan).
+    """
 
     table: str
     dialect: str
@@ -121,7 +126,7 @@ def cleanup(
     at the start of the keep phase), so keep-N never removes them: the table may end slightly above N.
 
     ``dry_run`` counts exactly what would go and writes nothing. A real run records ``last_cleanup`` in
-    ``flocklog_meta``. ``on_batch`` is called after each committed batch (progress output, tests).
+    ``flocklog_meta``. ``on_batch`` is called after each committed batch or dropped partition (progress, tests).
     """
     _validate(days, keep, batch_size, window, table)
     dialect = dialect_of(url)
@@ -155,8 +160,21 @@ def cleanup(
         if not dry_run:
             backend.record(result)
         return result
+    except _database_errors(dialect) as exc:
+        raise StoreError(
+            f"cleanup of {table!r} failed: {exc}. Batches committed before the failure stay deleted; "
+            "run the cleanup again to finish."
+        ) from exc
     finally:
         backend.close()
+
+
+def _database_errors(dialect: str) -> tuple[type[BaseException], ...]:
+    if dialect == "postgresql":
+        import psycopg
+
+        return (psycopg.Error,)
+    return (sqlite3.Error,)
 
 
 def _run(
@@ -189,6 +207,7 @@ def _run(
             if rows is not None:
                 dropped_rows += rows
                 dropped.append(partition)
+                _hook(on_batch, "partition_drop")(len(dropped), rows)
         if dropped:
             methods.append(MethodResult("partition_drop", dropped_rows, dropped_rows, len(dropped)))
         deleted, batches = backend.delete_older(cutoff, batch_size, window, _hook(on_batch, "age"))
@@ -429,7 +448,11 @@ class _PostgresBackend(_Backend):
         return total, batches
 
     def record(self, result: CleanupResult) -> None:
-        self.conn.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key text PRIMARY KEY, value text NOT NULL)")
+        import psycopg
+
+        # Two sessions creating it at once make one fail (IF NOT EXISTS is not atomic in PostgreSQL): it exists now.
+        with contextlib.suppress(psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
+            self.conn.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key text PRIMARY KEY, value text NOT NULL)")
         self.conn.execute(
             f"INSERT INTO {META_TABLE} (key, value) VALUES (%s, %s)"
             " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
