@@ -12,6 +12,8 @@ from typing import Any
 from celery import Celery, shared_task
 from celery.schedules import crontab
 
+from flocklog.errors import StoreError
+
 TASK_NAME = "flocklog.cleanup"
 ENTRY_NAME = "flocklog-cleanup"
 DEFAULT_DAYS = 365.0
@@ -50,7 +52,15 @@ def retention_settings(conf: Any = None) -> dict[str, Any]:
     return {"days": days, "keep": keep, "database_url": database_url(setting("flocklog_database_url"))}
 
 
-@shared_task(bind=True, name=TASK_NAME, ignore_result=False)
+# A database that is down gets three more tries, minutes apart; a ConfigError is not retried (it cannot heal).
+@shared_task(
+    bind=True,
+    name=TASK_NAME,
+    ignore_result=False,
+    autoretry_for=(StoreError,),
+    retry_backoff=60,
+    max_retries=3,
+)
 def cleanup_task(
     self: Any,
     days: float | None = None,

@@ -5,6 +5,7 @@ Whole daily partitions older than the cutoff are dropped (PostgreSQL) instead of
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import re
@@ -189,17 +190,8 @@ def _run(
     methods: list[MethodResult] = []
     dropped: list[str] = []
     if dry_run:
-        if cutoff is not None:
-            droppable = backend.droppable_partitions(cutoff)
-            in_parts = sum(backend.count_relation(p) for p in droppable)
-            if droppable:
-                methods.append(MethodResult("partition_drop", in_parts, 0, 0))
-                dropped.extend(droppable)
-            methods.append(MethodResult("age", backend.count_older(cutoff) - in_parts, 0, 0))
-        if keep is not None:
-            remaining = backend.count_newer_or_equal(cutoff)
-            methods.append(MethodResult("keep", max(0, remaining - keep), 0, 0))
-        return methods, dropped
+        with backend.snapshot():
+            return _count(backend, cutoff, keep)
     if cutoff is not None:
         dropped_rows = 0
         for partition in backend.droppable_partitions(cutoff):
@@ -218,6 +210,24 @@ def _run(
     return methods, dropped
 
 
+def _count(backend: _Backend, cutoff: datetime | None, keep: int | None) -> tuple[list[MethodResult], list[str]]:
+    """What a real run would remove: the union of both rules, from one snapshot."""
+    methods: list[MethodResult] = []
+    droppable: list[str] = []
+    if cutoff is not None:
+        droppable = backend.droppable_partitions(cutoff)
+        in_parts = sum(backend.count_relation(p) for p in droppable)
+        if droppable:
+            methods.append(MethodResult("partition_drop", in_parts, 0, 0))
+        methods.append(MethodResult("age", backend.count_older(cutoff) - in_parts, 0, 0))
+    if keep is not None:
+        # The keep-N newest rows all lie at or after the cutoff when there are that many, so the rows only keep-N
+        # removes are the younger ones beyond N.
+        remaining = backend.count_newer_or_equal(cutoff)
+        methods.append(MethodResult("keep", max(0, remaining - keep), 0, 0))
+    return methods, droppable
+
+
 def _hook(on_batch: BatchHook | None, method: str) -> Callable[[int, int], None]:
     def call(batch: int, rows: int) -> None:
         if on_batch is not None:
@@ -230,40 +240,52 @@ def _summary(result: CleanupResult) -> str:
     return json.dumps({"time": datetime.now(timezone.utc).isoformat(), **result.to_dict()}, sort_keys=True)
 
 
-class _Backend:
+class _Backend(abc.ABC):
     """The dialect-specific queries; every delete batch commits on its own."""
 
     table: str
 
+    @abc.abstractmethod
+    def snapshot(self) -> contextlib.AbstractContextManager[None]:
+        """One read snapshot for the dry run's counts, so they add up even while writers insert."""
+
+    @abc.abstractmethod
     def check_table(self) -> None:
         raise NotImplementedError
 
     def droppable_partitions(self, cutoff: datetime) -> list[str]:
+        """Partitions wholly before the cutoff; none unless the dialect partitions tables."""
         return []
 
     def drop_partition(self, name: str) -> int | None:
-        raise NotImplementedError
+        raise StoreError(f"{type(self).__name__} has no partitions to drop ({name!r})")
 
     def count_relation(self, name: str) -> int:
-        raise NotImplementedError
+        raise StoreError(f"{type(self).__name__} has no partitions to count ({name!r})")
 
+    @abc.abstractmethod
     def count_older(self, cutoff: datetime) -> int:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def count_newer_or_equal(self, cutoff: datetime | None) -> int:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def delete_older(
         self, cutoff: datetime, batch_size: int, window: timedelta, hook: Callable[[int, int], None]
     ) -> tuple[int, int]:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def delete_beyond_newest(self, keep: int, batch_size: int, hook: Callable[[int, int], None]) -> tuple[int, int]:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def record(self, result: CleanupResult) -> None:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def close(self) -> None:
         raise NotImplementedError
 
@@ -298,6 +320,12 @@ class _PostgresBackend(_Backend):
     def _scalar(self, query: Any, params: tuple[Any, ...] = ()) -> Any:
         row = self.conn.execute(query, params).fetchone()
         return row[0] if row else None
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        with self.conn.transaction():
+            self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield
 
     def check_table(self) -> None:
         kind = self._scalar(
@@ -342,7 +370,8 @@ class _PostgresBackend(_Backend):
             if not literal:
                 continue  # MAXVALUE or a multi-column bound: leave it to batch deletes
             try:
-                upper = self._scalar("SELECT %s::timestamptz", (literal.group(1),))
+                with self.conn.transaction():  # a savepoint inside the dry run's snapshot
+                    upper = self._scalar("SELECT %s::timestamptz", (literal.group(1),))
             except psycopg.Error:
                 continue
             if isinstance(upper, datetime) and upper <= cutoff:
@@ -476,6 +505,15 @@ class _SqliteBackend(_Backend):
     def _scalar(self, query: str, params: tuple[Any, ...] = ()) -> Any:
         row = self.conn.execute(query, params).fetchone()
         return row[0] if row else None
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        # In WAL mode a read transaction sees one snapshot from its first read to its end, without blocking writers.
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")
 
     def check_table(self) -> None:
         found = self._scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", (self.table,))
