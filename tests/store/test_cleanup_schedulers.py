@@ -165,3 +165,53 @@ def test_django_command_reads_the_database_url_from_the_flocklog_setting(
     assert result.returncode == 0, result.stderr
     assert "deleted 4 rows" in result.stdout
     assert ages_left(tmp_path / "store.db") == [0, 10, 100, 200, 400]
+
+
+def test_a_real_worker_resolves_the_task_by_name_through_the_installed_preset(
+    tmp_path: Path, subprocess_env: dict[str, str], redis_url: str
+) -> None:
+    # The worker's app only calls install_beat_schedule(); the name "flocklog.cleanup" must reach a worker process
+    # that a separate producer addresses by name alone (as celery beat does).
+    url = make_store(tmp_path / "store.db", AGES)
+    (tmp_path / "flk_beat_app.py").write_text(
+        textwrap.dedent(f"""
+            from celery import Celery
+            from flocklog.pipeline.beat import install_beat_schedule
+
+            app = Celery("flk_beat_app", broker={redis_url!r}, backend={redis_url!r})
+            app.conf.broker_connection_retry_on_startup = True
+            install_beat_schedule(app, days=300, database_url={url!r})
+        """)
+    )
+    env = {**subprocess_env, "PYTHONPATH": f"{tmp_path}:{subprocess_env['PYTHONPATH']}"}
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "flk_beat_app",
+            "worker",
+            "--pool=solo",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--loglevel=WARNING",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        from celery import Celery
+
+        producer = Celery("producer", broker=redis_url, backend=redis_url)
+        outcome = producer.send_task("flocklog.cleanup", kwargs={"days": 300, "database_url": url}).get(timeout=90)
+        assert outcome["deleted"] == 5
+        assert ages_left(tmp_path / "store.db") == [0, 10, 100, 200]
+    finally:
+        worker.terminate()
+        output = worker.communicate(timeout=60)[0]
+    assert "Traceback" not in output, output
