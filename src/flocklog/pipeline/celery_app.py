@@ -1,0 +1,141 @@
+"""The Celery preset for the execution-log pipeline, and the batch task its worker runs.
+
+Start a worker with ``flocklog worker`` (or ``celery -A flocklog.pipeline.celery_app worker -Q logs``); watch it
+with Flower: ``celery -A flocklog.pipeline.celery_app flower``. Settings follow the usual deployment guide for a
+write-behind queue: JSON only, UTC, late acks with ``reject_on_worker_lost`` (a batch whose worker died is
+redelivered, and the store's ``ON CONFLICT DO NOTHING`` makes that harmless), prefetch 1, a child recycled every
+1000 tasks, 300 s hard / 240 s soft time limits, and explicit broker timeouts so a dead broker fails fast.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from celery import Celery, Task
+from celery.signals import worker_process_init
+
+from flocklog.pipeline.record import ExecutionRecord
+from flocklog.pipeline.transports import QUEUE, TASK_NAME, SpoolTransport
+
+DEFAULT_BROKER_DIR = ".flocklog/broker"
+DEAD_LETTER_DIR = ".flocklog/dead-letter"
+_stores: dict[tuple[int, str, str], Any] = {}
+
+
+def resolve_broker_url(url: str | None = None) -> str:
+    """The explicit URL, else ``FLOCKLOG_BROKER_URL``, else kombu's filesystem broker under ``.flocklog/``."""
+    return url or os.environ.get("FLOCKLOG_BROKER_URL") or "filesystem://"
+
+
+def broker_options(url: str) -> dict[str, Any]:
+    timeout = float(os.environ.get("FLOCKLOG_BROKER_TIMEOUT", "3"))
+    if url.startswith("filesystem://"):
+        folder = Path(os.environ.get("FLOCKLOG_BROKER_DIR", DEFAULT_BROKER_DIR)).resolve()
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+        }
+    return {
+        "visibility_timeout": float(os.environ.get("FLOCKLOG_VISIBILITY_TIMEOUT", "3600")),
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry_on_timeout": False,
+        "max_retries": 1,
+    }
+
+
+def make_celery_app(
+    broker_url: str | None = None, *, database_url: str | None = None, table: str | None = None, **overrides: Any
+) -> Celery:
+    """A Celery app with the pipeline's settings and the batch task registered; ``overrides`` win."""
+    url = resolve_broker_url(broker_url)
+    app = Celery("flocklog", broker=url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        enable_utc=True,
+        timezone="UTC",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_max_tasks_per_child=1000,
+        task_time_limit=300,
+        task_soft_time_limit=240,
+        task_routes={TASK_NAME: {"queue": QUEUE}},
+        task_default_queue=QUEUE,
+        task_ignore_result=True,
+        broker_connection_timeout=float(os.environ.get("FLOCKLOG_BROKER_TIMEOUT", "3")),
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=broker_options(url),
+        worker_hijack_root_logger=False,
+        flocklog_database_url=database_url,
+        flocklog_table=table,
+        flocklog_max_retries=int(os.environ.get("FLOCKLOG_TASK_MAX_RETRIES", "8")),
+    )
+    app.conf.update(overrides)
+    _register(app)
+    # Retention rides along: `celery -A flocklog.pipeline.celery_app beat` (ONE beat per deployment) sends
+    # flocklog.cleanup daily at 02:00; the logs worker runs it. Days/keep come from the app config or env.
+    from flocklog.pipeline.beat import install_beat_schedule
+
+    install_beat_schedule(app)
+    return app
+
+
+def _store_for(app: Celery) -> Any:
+    from flocklog.store import open_store, resolve_database_url, resolve_table
+
+    url = resolve_database_url(app.conf.get("flocklog_database_url"))
+    table = resolve_table(app.conf.get("flocklog_table"))
+    key = (os.getpid(), url, table)
+    store = _stores.get(key)
+    if store is None:  # one pool per worker child, made after the fork
+        store = open_store(url, table=table)
+        store.create_schema()
+        _stores[key] = store
+    return store
+
+
+def _dead_letter(records: list[dict[str, Any]], reason: str) -> Path:
+    """After the last retry a batch is kept on disk, never acked into nothing."""
+    spool = SpoolTransport(os.environ.get("FLOCKLOG_DEAD_LETTER_DIR", DEAD_LETTER_DIR))
+    spool.send([ExecutionRecord.from_wire(r) for r in records])
+    os.write(2, f"flocklog: batch of {len(records)} moved to dead-letter {spool.directory}: {reason}\n".encode())
+    return spool.directory
+
+
+def _register(app: Celery) -> None:
+    from flocklog.errors import StoreError
+
+    @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
+    def write_batch(self: Task[Any, Any], records: list[dict[str, Any]]) -> int:
+        """Write one batch idempotently; retry with backoff on database errors; dead-letter after the last."""
+        valid = []
+        for data in records:
+            try:
+                valid.append(ExecutionRecord.from_wire(data))
+            except Exception as exc:  # one malformed record must not sink the batch
+                os.write(2, f"flocklog: dropped malformed record in batch: {exc}\n".encode())
+        try:
+            return int(_store_for(app).write_batch(valid))
+        except StoreError as exc:
+            retries = self.request.retries
+            if retries >= app.conf.flocklog_max_retries:
+                _dead_letter(records, str(exc))
+                return 0
+            raise self.retry(exc=exc, countdown=min(30.0, 0.5 * 2**retries)) from exc
+
+
+@worker_process_init.connect
+def _fresh_pools_in_child(**_: Any) -> None:
+    _stores.clear()  # pools inherited from the parent belong to the parent
+
+
+app = make_celery_app()

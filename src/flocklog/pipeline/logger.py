@@ -1,0 +1,299 @@
+"""ExecutionLogger: structured execution/audit records that never block the request path.
+
+``log()`` builds the record (id and time made here), appends it to a bounded in-memory buffer and returns. A
+background thread ships batches (50 records or 2 s by default) through the transport — Celery by default — and
+when that fails puts the batch in a local spool (or writes it directly to the database with
+``fallback='direct'``), replaying spooled batches in order once the transport works again. ``flush()`` and
+``await aflush()`` wait until everything logged so far is delivered or spooled; ``close()`` drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+from flocklog.errors import ConfigError, PipelineError
+from flocklog.pipeline.record import ExecutionRecord
+from flocklog.pipeline.transports import SpoolTransport, Transport, make_transport, replay_spool
+
+_POLICIES = ("block", "drop_newest", "drop_oldest")
+_LIVE: weakref.WeakSet[ExecutionLogger] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for logger in list(_LIVE):
+        logger._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@atexit.register
+def _drain_all_at_exit() -> None:
+    for logger in list(_LIVE):
+        logger.close(timeout=logger.drain_timeout)
+
+
+class ExecutionLogger:
+    """Buffer execution records locally and ship them in batches; see the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        name: str = "app",
+        *,
+        transport: Transport | str | None = None,
+        batch_size: int = 50,
+        flush_interval: float = 2.0,
+        capacity: int = 10_000,
+        when_full: str = "drop_oldest",
+        fallback: str = "spool",
+        broker_url: str | None = None,
+        database_url: str | None = None,
+        table: str | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,
+        retry_interval: float = 1.0,
+        drain_timeout: float = 10.0,
+    ) -> None:
+        if batch_size < 1 or capacity < batch_size:
+            raise ConfigError(f"need 1 <= batch_size <= capacity, got batch_size={batch_size}, capacity={capacity}")
+        if flush_interval <= 0:
+            raise ConfigError(f"flush_interval must be > 0 seconds, got {flush_interval}")
+        if when_full not in _POLICIES:
+            raise ConfigError(f"when_full={when_full!r}: use one of {', '.join(_POLICIES)}")
+        if fallback not in ("spool", "direct"):
+            raise ConfigError(f"fallback={fallback!r}: use 'spool' or 'direct'")
+        self.name = name
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.capacity = capacity
+        self.when_full = when_full
+        self.fallback = fallback
+        self.retry_interval = retry_interval
+        self.drain_timeout = drain_timeout
+        self._options: dict[str, Any] = {
+            "broker_url": broker_url,
+            "database_url": database_url,
+            "table": table,
+            "spool_dir": spool_dir,
+        }
+        self._transport_spec = transport
+        self._transport: Transport | None = transport if not isinstance(transport, (str, type(None))) else None
+        self._fallback: Transport | None = None
+        self.spool = SpoolTransport(spool_dir)
+        self._init_state()
+        _LIVE.add(self)
+
+    def _init_state(self) -> None:
+        self._buffer: collections.deque[ExecutionRecord] = collections.deque()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._flush_wanted = False
+        self._in_flight = 0
+        self._spool_dirty = True  # check the spool for old batches once at start
+        self._next_retry = 0.0
+        self.counters = collections.Counter[str]()
+
+    # -- the caller's side: never blocks (unless when_full='block')
+    def log(self, level: int, message: str, **fields: Any) -> ExecutionRecord:
+        """Record one execution event; returns it at once (with its id). Bad fields raise SerializationError."""
+        record = ExecutionRecord.create(level, message, self.name, **fields)
+        with self._cond:
+            if self._closed:
+                raise PipelineError("this ExecutionLogger is closed")
+            if len(self._buffer) >= self.capacity:
+                if self.when_full == "drop_newest":
+                    self.counters["dropped_newest"] += 1
+                    return record
+                if self.when_full == "drop_oldest":
+                    self._buffer.popleft()
+                    self.counters["dropped_oldest"] += 1
+                else:
+                    while len(self._buffer) >= self.capacity and not self._closed:
+                        self._cond.wait(0.1)
+            self._buffer.append(record)
+            self.counters["logged"] += 1
+            if self._thread is None:
+                self._start()
+            if len(self._buffer) >= self.batch_size:
+                self._cond.notify_all()
+        return record
+
+    def debug(self, message: str, **fields: Any) -> ExecutionRecord:
+        return self.log(logging.DEBUG, message, **fields)
+
+    def info(self, message: str, **fields: Any) -> ExecutionRecord:
+        return self.log(logging.INFO, message, **fields)
+
+    def warning(self, message: str, **fields: Any) -> ExecutionRecord:
+        return self.log(logging.WARNING, message, **fields)
+
+    def error(self, message: str, **fields: Any) -> ExecutionRecord:
+        return self.log(logging.ERROR, message, **fields)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every record logged so far is delivered or spooled; False if ``timeout`` ran out."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            if self._thread is None and (self._buffer or self._spool_dirty):
+                self._start()
+            self._flush_wanted = True
+            self._cond.notify_all()
+            while self._buffer or self._in_flight:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(0.05 if remaining is None else min(remaining, 0.05))
+            self._flush_wanted = False
+        return True
+
+    async def aflush(self, timeout: float | None = None) -> bool:
+        """``flush()`` for asyncio code: waits in a worker thread, never on the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.flush, timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Drain (deliver or spool everything) and stop the sender. Records still in memory at the deadline are
+        spooled, never dropped."""
+        if self._closed:
+            return
+        self.flush(self.drain_timeout if timeout is None else timeout)
+        with self._cond:
+            self._closed = True
+            leftover = list(self._buffer)
+            self._buffer.clear()
+            self._cond.notify_all()
+        if leftover:
+            self.spool.send(leftover)
+            self.counters["spooled"] += len(leftover)
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+        for transport in (self._transport, self._fallback):
+            if transport is not None:
+                try:
+                    transport.close()
+                except Exception:
+                    self.counters["close_errors"] += 1
+        _LIVE.discard(self)
+
+    def stats(self) -> dict[str, int]:
+        data = dict(self.counters)
+        data["buffered"] = len(self._buffer)
+        data["spool_batches"], data["spool_records"] = self.spool.backlog()
+        return data
+
+    # -- the sender thread
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"flocklog-exec-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _after_fork(self) -> None:
+        # The child must not resend the parent's buffered records (the parent will), nor share its thread or locks.
+        transport = self._transport_spec
+        self._transport = transport if not isinstance(transport, (str, type(None))) else None
+        self._fallback = None
+        self._init_state()
+        self._spool_dirty = False
+
+    def _primary(self) -> Transport:
+        if self._transport is None:
+            spec = self._transport_spec if isinstance(self._transport_spec, str) else None
+            self._transport = make_transport(spec, **self._options)
+        return self._transport
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                deadline = time.monotonic() + self.flush_interval
+                while (
+                    not self._closed
+                    and len(self._buffer) < self.batch_size
+                    and not self._flush_wanted
+                    and time.monotonic() < deadline
+                ):
+                    self._cond.wait(max(0.0, deadline - time.monotonic()))
+                if self._closed:
+                    return
+                batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+                self._in_flight = len(batch)
+                self._cond.notify_all()  # room for a blocked caller
+            try:
+                self._deliver(batch)
+            finally:
+                with self._cond:
+                    self._in_flight = 0
+                    self._cond.notify_all()
+
+    def _deliver(self, batch: Sequence[ExecutionRecord]) -> None:
+        now = time.monotonic()
+        try:
+            primary = self._primary()
+        except Exception as exc:
+            self._report(f"transport could not be set up: {exc}")
+            primary = None
+        if primary is not None and now >= self._next_retry:
+            try:
+                if self._spool_dirty:  # older spooled batches go first, so order is kept
+                    self.counters["replayed"] += replay_spool(self.spool, primary)
+                    self._spool_dirty = False
+                if batch:
+                    primary.send(batch)
+                    self.counters["sent"] += len(batch)
+                    self.counters["batches"] += 1
+                return
+            except Exception as exc:
+                self._next_retry = now + self.retry_interval
+                self._report(f"{primary.name} transport failed: {exc}")
+        if batch:
+            self._fall_back(batch)
+
+    def _fall_back(self, batch: Sequence[ExecutionRecord]) -> None:
+        if self.fallback == "direct":
+            try:
+                if self._fallback is None:
+                    self._fallback = make_transport("direct", **self._options)
+                self._fallback.send(batch)
+                self.counters["direct"] += len(batch)
+                return
+            except Exception as exc:
+                self._report(f"direct fallback failed: {exc}")
+        self.spool.send(batch)
+        self._spool_dirty = True
+        self.counters["spooled"] += len(batch)
+
+    def _report(self, message: str) -> None:
+        self.counters["transport_errors"] += 1
+        if self.counters["transport_errors"] in (1, 10, 100, 1000) or self.counters["transport_errors"] % 10000 == 0:
+            os.write(2, f"flocklog: execution log {self.name!r}: {message} (batches go to the spool)\n".encode())
+
+
+class ExecutionLogHandler(logging.Handler):
+    """A logging handler that puts stdlib records into an :class:`ExecutionLogger` (same pipeline, same store)."""
+
+    def __init__(self, execution_logger: ExecutionLogger | None = None, level: int = logging.NOTSET, **options: Any):
+        super().__init__(level)
+        self.execution_logger = execution_logger or ExecutionLogger(options.pop("name", "logging"), **options)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {"module": record.module, "lineno": record.lineno, "func": record.funcName}
+            if record.exc_info:
+                fields["exc_text"] = logging.Formatter().formatException(record.exc_info)
+            self.execution_logger.log(record.levelno, self.format(record), logger_name=record.name, **fields)
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        self.execution_logger.flush(timeout=self.execution_logger.drain_timeout)
+
+    def close(self) -> None:
+        self.execution_logger.close()
+        super().close()

@@ -1,0 +1,75 @@
+"""``flocklog status`` for the pipeline: what is queued on the broker, waiting in the spool, and in the table."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flocklog.pipeline.transports import QUEUE, SpoolTransport
+
+
+def _queue_length(broker_url: str) -> int | str:
+    if broker_url.startswith(("redis://", "rediss://")):
+        import redis
+
+        client = redis.Redis.from_url(broker_url, socket_timeout=3, socket_connect_timeout=3)
+        try:
+            return int(client.llen(QUEUE))
+        finally:
+            client.close()
+    if broker_url.startswith("filesystem://"):
+        from pathlib import Path
+
+        from flocklog.pipeline.celery_app import broker_options
+
+        return len(list(Path(broker_options(broker_url)["data_folder_in"]).glob("*.msg")))
+    return "n/a for this broker"
+
+
+def collect_status(
+    *, broker_url: str | None = None, database_url: str | None = None, spool_dir: str | None = None
+) -> dict[str, Any]:
+    """One dict, each part reported independently: an unreachable broker does not hide the table's rows."""
+    from flocklog.pipeline.celery_app import resolve_broker_url
+    from flocklog.store import open_store, resolve_database_url
+
+    broker = resolve_broker_url(broker_url)
+    database = resolve_database_url(database_url)
+    data: dict[str, Any] = {"broker": broker, "database": database}
+    try:
+        data["queue_length"] = _queue_length(broker)
+    except Exception as exc:
+        data["queue_length"] = f"unreachable: {exc}"
+    spool = SpoolTransport(spool_dir)
+    data["spool_dir"] = str(spool.directory)
+    data["spool_batches"], data["spool_records"] = spool.backlog()
+    store = open_store(database)
+    try:
+        data["table"] = store.table
+        data["rows"] = store.count()
+        oldest = store.oldest()
+        data["oldest_row"] = oldest.isoformat() if oldest else None
+        data["last_cleanup"] = _last_cleanup(store)
+    except Exception as exc:
+        data["rows"] = f"unavailable: {exc}"
+    finally:
+        store.close()
+    return data
+
+
+def _last_cleanup(store: Any) -> Any:
+    try:
+        if store.dialect == "sqlite":
+            row = store._conn().execute("SELECT value FROM flocklog_meta WHERE key = 'last_cleanup'").fetchone()
+        else:
+            row = store._run(
+                lambda conn: conn.execute("SELECT value FROM flocklog_meta WHERE key = 'last_cleanup'").fetchone()
+            )
+    except Exception:
+        return None
+    if not row:
+        return None
+    try:
+        return json.loads(row[0])
+    except ValueError:
+        return row[0]

@@ -1,0 +1,198 @@
+"""How a batch leaves the process: to Celery (the ``logs`` queue), straight to the store, or to a local spool.
+
+Every transport raises on failure and the logger decides what happens next (the spool, or direct writes), so a
+batch is always somewhere: in memory, on the broker, in the database, or in a spool file on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from flocklog.errors import ConfigError, PipelineError
+from flocklog.pipeline.record import ExecutionRecord
+
+DEFAULT_SPOOL_DIR = ".flocklog/spool"
+TASK_NAME = "flocklog.write_batch"
+QUEUE = "logs"
+
+
+class Transport(Protocol):
+    name: str
+
+    def send(self, records: Sequence[ExecutionRecord]) -> None: ...
+    def close(self) -> None: ...
+
+
+def resolve_spool_dir(spool_dir: str | os.PathLike[str] | None = None) -> Path:
+    return Path(spool_dir or os.environ.get("FLOCKLOG_SPOOL_DIR") or DEFAULT_SPOOL_DIR)
+
+
+class CeleryTransport:
+    """``send_task`` of one batch to the ``logs`` queue, JSON-serialised, with bounded broker timeouts."""
+
+    name = "celery"
+
+    def __init__(self, broker_url: str | None = None, *, database_url: str | None = None) -> None:
+        from flocklog.pipeline.celery_app import make_celery_app
+
+        self.app = make_celery_app(broker_url, database_url=database_url)
+
+    def send(self, records: Sequence[ExecutionRecord]) -> None:
+        try:
+            self.app.send_task(
+                TASK_NAME,
+                args=[[r.to_wire() for r in records]],
+                queue=QUEUE,
+                serializer="json",
+                retry=True,
+                retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2},
+            )
+        except Exception as exc:  # kombu raises OperationalError and friends; all mean "not on the broker"
+            raise PipelineError(f"broker unreachable: {type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        self.app.close()
+
+
+class DirectTransport:
+    """Write batches straight into the store (no broker): the embedded default's worker, and the fallback."""
+
+    name = "direct"
+
+    def __init__(self, database_url: str | None = None, *, table: str | None = None) -> None:
+        from flocklog.store import open_store
+
+        self.store = open_store(database_url, table=table)
+        self._ready = False
+
+    def send(self, records: Sequence[ExecutionRecord]) -> None:
+        if not self._ready:
+            self.store.create_schema()
+            self._ready = True
+        self.store.write_batch(records)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class SpoolTransport:
+    """Durable batches on local disk: one JSON-lines file per batch, written to a temp name and renamed.
+
+    File names sort in creation order (nanosecond time, pid, sequence), so replay keeps order. A replaying
+    process claims a file by renaming it, so two replayers never send one batch twice.
+    """
+
+    name = "spool"
+
+    def __init__(self, spool_dir: str | os.PathLike[str] | None = None) -> None:
+        self.directory = resolve_spool_dir(spool_dir)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"spool directory {self.directory} cannot be created: {exc}") from exc
+        self._seq = 0
+
+    def send(self, records: Sequence[ExecutionRecord]) -> None:
+        self._seq += 1
+        stem = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}"
+        tmp = self.directory / f".{stem}.tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record.to_wire()) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.directory / f"{stem}.batch")
+
+    def pending(self) -> list[Path]:
+        return sorted(self.directory.glob("*.batch"))
+
+    def backlog(self) -> tuple[int, int]:
+        """(batch files, records) waiting in the spool."""
+        files = self.pending()
+        records = 0
+        for path in files:
+            try:
+                with open(path, "rb") as handle:
+                    records += sum(1 for _ in handle)
+            except FileNotFoundError:
+                continue
+        return len(files), records
+
+    def claim(self) -> Iterator[tuple[Path, list[ExecutionRecord]]]:
+        """Yield claimed batches oldest first; the caller calls :meth:`done` or :meth:`release` for each."""
+        for path in self.pending():
+            claimed = path.with_suffix(f".claimed-{os.getpid()}")
+            try:
+                os.rename(path, claimed)
+            except FileNotFoundError:
+                continue  # another replayer took it
+            try:
+                records = [ExecutionRecord.from_wire(json.loads(line)) for line in claimed.read_text().splitlines()]
+            except (ValueError, PipelineError) as exc:
+                bad = claimed.with_suffix(".corrupt")
+                os.rename(claimed, bad)
+                os.write(2, f"flocklog: spool file {bad} is unreadable ({exc}); kept aside\n".encode())
+                continue
+            yield claimed, records
+
+    @staticmethod
+    def done(claimed: Path) -> None:
+        claimed.unlink(missing_ok=True)
+
+    @staticmethod
+    def release(claimed: Path) -> None:
+        name = claimed.name.rsplit(".claimed-", 1)[0] + ".batch"
+        os.rename(claimed, claimed.with_name(name))
+
+    def recover_orphans(self) -> None:
+        """Batches claimed by a process that died mid-replay go back in line."""
+        for path in self.directory.glob("*.claimed-*"):
+            pid = int(path.name.rsplit("-", 1)[1])
+            if pid != os.getpid() and not _alive(pid):
+                self.release(path)
+
+    def close(self) -> None:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def make_transport(kind: str | None, **options: Any) -> Transport:
+    kind = kind or os.environ.get("FLOCKLOG_TRANSPORT") or "celery"
+    if kind == "celery":
+        return CeleryTransport(options.get("broker_url"), database_url=options.get("database_url"))
+    if kind == "direct":
+        return DirectTransport(options.get("database_url"), table=options.get("table"))
+    if kind == "spool":
+        return SpoolTransport(options.get("spool_dir"))
+    raise ConfigError(f"unknown transport {kind!r}: use celery, direct or spool")
+
+
+def replay_spool(spool: SpoolTransport, target: Transport, *, limit: int | None = None) -> int:
+    """Send spooled batches to ``target`` oldest first; stop at the first failure. Returns records replayed."""
+    spool.recover_orphans()
+    sent = 0
+    for count, (claimed, records) in enumerate(spool.claim()):
+        try:
+            target.send(records)
+        except Exception:
+            spool.release(claimed)
+            raise
+        spool.done(claimed)
+        sent += len(records)
+        if limit is not None and count + 1 >= limit:
+            break
+    return sent
