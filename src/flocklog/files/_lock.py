@@ -23,11 +23,19 @@ HEADER = 16  # bytes before the state text; the generation counter lives in the 
 class RotationLock:
     """An exclusive, blocking, inter-process lock on ``path`` that can also store a short state string."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, shared_map: mmap.mmap | None = None) -> None:
         self.path = path
         self._fd: int | None = None
         self._pid = -1
-        self._map: mmap.mmap | None = None
+        self._map = shared_map
+
+    def sibling(self) -> RotationLock:
+        """The same lock through a descriptor of its own, for another thread of this process.
+
+        ``flock`` excludes open file descriptions, not threads: two threads locking through one descriptor would
+        both "hold" it at once. The background worker therefore locks through a sibling.
+        """
+        return RotationLock(self.path, self.generation_map())
 
     def _descriptor(self) -> int:
         if self._fd is None or self._pid != os.getpid():

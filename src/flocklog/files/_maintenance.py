@@ -255,7 +255,7 @@ class Maintenance:
     """One background thread per handler and process: compression, retention and leftover cleaning."""
 
     def __init__(self, lock: RotationLock, archives: SizeArchives | TimedArchives) -> None:
-        self.lock = lock
+        self.lock = lock.sibling()  # its own descriptor, so the lock excludes this thread and the logging threads
         self.archives = archives
         self.errors = 0  # maintenance failures (reported to stderr once each, never raised into the app)
         self._event = threading.Event()
@@ -277,6 +277,14 @@ class Maintenance:
         self._event.set()
 
     def _loop(self) -> None:
+        try:
+            self._work()
+        finally:
+            if self._stopping:
+                with self._busy:
+                    self.lock.forget()
+
+    def _work(self) -> None:
         while not self._stopping:
             self._event.wait(timeout=GRACE)
             self._event.clear()
@@ -313,10 +321,18 @@ class Maintenance:
         return False
 
     def stop(self) -> None:
+        """Ask the worker to finish; it closes its lock descriptor on the way out (or here, if it is not running)."""
         self._stopping = True
         self._event.set()
+        if self._busy.acquire(blocking=False):
+            try:
+                if self._thread is None or not self._thread.is_alive():
+                    self.lock.forget()
+            finally:
+                self._busy.release()
 
     def after_fork(self) -> None:
+        self.lock.forget()  # the parent's descriptor (and any lock it holds) is not ours
         self._thread = None
         self._event = threading.Event()
         self._busy = threading.Lock()
