@@ -15,51 +15,28 @@ import pytest
 from click.testing import CliRunner
 
 from flocklog.errors import ConfigError, StoreError
+from flocklog.pipeline.record import ExecutionRecord
+from flocklog.store import Store, open_store
 from flocklog.store.cleanup import cleanup
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 
-PG_DDL = """
-CREATE TABLE {t} (
-  id uuid NOT NULL, ts timestamptz NOT NULL, level smallint NOT NULL, logger text NOT NULL DEFAULT '',
-  message text NOT NULL, fields jsonb NOT NULL DEFAULT '{{}}'::jsonb, host text NOT NULL DEFAULT '',
-  pid integer NOT NULL DEFAULT 0, inserted_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (id, ts)
-) {partition}
-"""
-SQLITE_DDL = """
-CREATE TABLE {t} (
-  id TEXT NOT NULL, ts REAL NOT NULL, level INTEGER NOT NULL, logger TEXT NOT NULL DEFAULT '',
-  message TEXT NOT NULL, fields TEXT NOT NULL DEFAULT '{{}}', host TEXT NOT NULL DEFAULT '',
-  pid INTEGER NOT NULL DEFAULT 0, inserted_at REAL NOT NULL DEFAULT 0, PRIMARY KEY (id, ts)
-)
-"""
-
 
 @dataclass
 class Table:
-    """One test's own execution-log table and raw access to it from a second connection."""
+    """One test's own execution-log table: written through the pipeline's store, read back raw."""
 
     url: str
     name: str
     dialect: str
     connect: Callable[[], Any]
 
-    def insert(self, times: list[datetime], conn: Any = None) -> None:
-        own = conn is None
-        conn = conn or self.connect()
-        rows = [(str(uuid.uuid4()), self._ts(t), 20, "t", f"m{i}") for i, t in enumerate(times)]
-        if self.dialect == "postgresql":
-            with conn.cursor() as cur:
-                cur.executemany(
-                    f"INSERT INTO {self.name} (id, ts, level, logger, message) VALUES (%s, %s, %s, %s, %s)", rows
-                )
-        else:
-            conn.executemany(f"INSERT INTO {self.name} (id, ts, level, logger, message) VALUES (?, ?, ?, ?, ?)", rows)
-        if own:
-            conn.close()
+    def __post_init__(self) -> None:
+        self.store = open_store(self.url, table=self.name)
 
-    def _ts(self, t: datetime) -> Any:
-        return t if self.dialect == "postgresql" else t.timestamp()
+    def insert(self, times: list[datetime], store: Store | None = None) -> None:
+        records = [ExecutionRecord(level=20, message=f"m{i}", logger="t", ts=t) for i, t in enumerate(times)]
+        assert (store or self.store).write_batch(records) == len(records)
 
     def times(self) -> list[datetime]:
         conn = self.connect()
@@ -80,24 +57,22 @@ def pg_table(postgres_dsn: str) -> Iterator[Table]:
     import psycopg
 
     name = f"flk_cleanup_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(PG_DDL.format(t=name, partition=""))
-        conn.execute(f"CREATE INDEX ON {name} (ts)")
-    yield Table(postgres_dsn, name, "postgresql", lambda: psycopg.connect(postgres_dsn, autocommit=True))
+    table = Table(postgres_dsn, name, "postgresql", lambda: psycopg.connect(postgres_dsn, autocommit=True))
+    table.store.create_schema()
+    yield table
+    table.store.close()
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {name} CASCADE")
 
 
 @pytest.fixture
-def sqlite_table(tmp_path: Path) -> Table:
+def sqlite_table(tmp_path: Path) -> Iterator[Table]:
     path = tmp_path / "store.db"
-    name = "flocklog_execution_log"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(SQLITE_DDL.format(t=name))
-    conn.execute(f"CREATE INDEX {name}_ts_idx ON {name} (ts)")
-    conn.close()
-    return Table(f"sqlite:///{path}", name, "sqlite", lambda: sqlite3.connect(path, isolation_level=None, timeout=30))
+    connect = lambda: sqlite3.connect(path, isolation_level=None, timeout=30)  # noqa: E731
+    table = Table(f"sqlite:///{path}", "flocklog_execution_log", "sqlite", connect)
+    table.store.create_schema()
+    yield table
+    table.store.close()
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -168,15 +143,15 @@ def test_deletes_in_many_short_batches_while_a_concurrent_writer_keeps_committin
 
     def writer() -> None:
         nonlocal writer_commits
-        conn = table.connect()
+        store = open_store(table.url, table=table.name)  # its own connection
         try:
             while not stop.is_set():
-                table.insert([datetime.now(timezone.utc)], conn)  # autocommit: one transaction per row
+                table.insert([datetime.now(timezone.utc)], store)  # one transaction per row
                 writer_commits += 1
         except BaseException as exc:  # surfaced by the assertion below
             errors.append(exc)
         finally:
-            conn.close()
+            store.close()
 
     def on_batch(method: str, batch: int, rows: int) -> None:
         # Between two batches the cleanup must hold no lock: the writer commits again before batch 6 starts.
@@ -214,23 +189,21 @@ def test_partitioned_table_drops_whole_old_partitions_and_trims_the_straddling_o
     days = 12
     first_day = datetime(NOW.year, NOW.month, NOW.day, tzinfo=timezone.utc) - timedelta(days=days - 1)
     parts = [f"{name}_p{(first_day + timedelta(days=i)):%Y%m%d}" for i in range(days)]
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(PG_DDL.format(t=name, partition="PARTITION BY RANGE (ts)"))
-        for i, part in enumerate(parts):
-            start = first_day + timedelta(days=i)
-            conn.execute(
-                f"CREATE TABLE {part} PARTITION OF {name} FOR VALUES FROM (%s) TO (%s)".replace("%s", "'{}'").format(
-                    start.isoformat(), (start + timedelta(days=1)).isoformat()
-                )
-            )
-        conn.execute(f"CREATE TABLE {name}_default PARTITION OF {name} DEFAULT")
     tbl = Table(postgres_dsn, name, "postgresql", lambda: psycopg.connect(postgres_dsn, autocommit=True))
+    tbl.store.create_schema(partitioned=True)
     try:
-        # 24 rows per day (one an hour) in each daily partition, plus 10 very old rows in the default partition.
+        # 24 rows per day (one an hour): the pipeline's writer creates each day's partition.
         times = [first_day + timedelta(days=d, hours=h, minutes=30) for d in range(days) for h in range(24)]
         times = [t for t in times if t <= NOW]
+        tbl.insert(times)
+        # 10 very old rows written straight into the parent land in the DEFAULT partition: batch-deleted.
         ancient = [NOW - timedelta(days=900 + i) for i in range(10)]
-        tbl.insert(times + ancient)
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn, conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO {name} (id, ts, level, message) VALUES (%s, %s, 20, 'old')",
+                [(uuid.uuid4(), t) for t in ancient],
+            )
+        assert sorted(parts) == sorted(tbl_partitions(postgres_dsn, name) - {f"{name}_default"})
         now = NOW.replace(hour=6)  # cutoff = 4 days ago at 06:00: that day's partition straddles it
         cutoff = now - timedelta(days=4)
         expected_old = sum(1 for t in times + ancient if t < cutoff)
@@ -251,6 +224,7 @@ def test_partitioned_table_drops_whole_old_partitions_and_trims_the_straddling_o
             existing = {r[0] for r in conn.execute("SELECT relname FROM pg_class WHERE relname LIKE %s", (name + "%",))}
         assert not existing & set(whole_old), "old partitions still exist in pg_class"
         assert straddling in existing and f"{name}_default" in existing
+        assert tbl_partitions(postgres_dsn, name) == set(parts) - set(whole_old) | {f"{name}_default"}
         assert sorted(tbl.times()) == sorted(t for t in times if t >= cutoff)
 
         # keep-N across partitions: ctids are per partition, so each leaf is trimmed on its own.
@@ -259,8 +233,21 @@ def test_partitioned_table_drops_whole_old_partitions_and_trims_the_straddling_o
         assert tbl.times() == sorted(times)[-30:]
         assert {t.date() for t in tbl.times()} == {NOW.date(), (NOW - timedelta(days=1)).date()}
     finally:
+        tbl.store.close()
         with psycopg.connect(postgres_dsn, autocommit=True) as conn:
             conn.execute(f"DROP TABLE IF EXISTS {name} CASCADE")
+
+
+def tbl_partitions(dsn: str, name: str) -> set[str]:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = to_regclass(%s)",
+            (name,),
+        ).fetchall()
+    return {r[0] for r in rows}
 
 
 @pytest.mark.parametrize(

@@ -6,34 +6,25 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from flocklog.errors import ConfigError
-
-SQLITE_DDL = """
-CREATE TABLE flocklog_execution_log (
-  id TEXT NOT NULL, ts REAL NOT NULL, level INTEGER NOT NULL, logger TEXT NOT NULL DEFAULT '',
-  message TEXT NOT NULL, fields TEXT NOT NULL DEFAULT '{}', host TEXT NOT NULL DEFAULT '',
-  pid INTEGER NOT NULL DEFAULT 0, inserted_at REAL NOT NULL DEFAULT 0, PRIMARY KEY (id, ts)
-)
-"""
+from flocklog.pipeline.record import ExecutionRecord
+from flocklog.store import open_store
 
 
 def make_store(path: Path, ages_in_days: list[float]) -> str:
-    """An SQLite store at ``path`` holding one row per age (days before now); returns its URL."""
+    """An SQLite store at ``path``, written by the pipeline's store, one row per age (days before now)."""
+    url = f"sqlite:///{path}"
     now = datetime.now(timezone.utc)
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute(SQLITE_DDL)
-    conn.executemany(
-        "INSERT INTO flocklog_execution_log (id, ts, level, message) VALUES (?, ?, 20, 'm')",
-        [(str(uuid.uuid4()), (now - timedelta(days=a)).timestamp()) for a in ages_in_days],
-    )
-    conn.close()
-    return f"sqlite:///{path}"
+    store = open_store(url)
+    store.create_schema()
+    store.write_batch([ExecutionRecord(level=20, message="m", ts=now - timedelta(days=a)) for a in ages_in_days])
+    store.close()
+    return url
 
 
 def ages_left(path: Path) -> list[int]:
@@ -51,14 +42,15 @@ AGES = [0.25, 10, 100, 200, 400, 500, 600, 700, 800]
 def test_beat_preset_schedules_the_cleanup_task_daily_at_two_and_the_task_deletes_old_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from celery import Celery
     from celery.schedules import crontab
 
     from flocklog.pipeline.beat import TASK_NAME, beat_schedule, install_beat_schedule
+    from flocklog.pipeline.celery_app import make_celery_app
 
-    app = Celery("flk_retention_test", broker="memory://", backend="cache+memory://")
-    app.conf.task_always_eager = True
-    app.conf.beat_schedule = {"other": {"task": "x", "schedule": 60.0}}
+    # The pipeline's own app carries the preset already; installing again with options replaces only our entry.
+    app = make_celery_app("memory://", task_always_eager=True)
+    assert app.conf.beat_schedule["flocklog-cleanup"]["schedule"] == crontab(hour=2, minute=0)
+    app.conf.beat_schedule = {**app.conf.beat_schedule, "other": {"task": "x", "schedule": 60.0}}
     url = make_store(tmp_path / "store.db", AGES)
     install_beat_schedule(app, days=365, database_url=url)
 

@@ -32,11 +32,11 @@ def _env_number(name: str, kind: type[float] | type[int]) -> float | int | None:
 
 
 def retention_settings(conf: Any = None) -> dict[str, Any]:
-    """days/keep/database_url from the Celery app config (``flocklog_retention_days``, ``flocklog_retention_keep``,
-    ``flocklog_database_url``), then $FLOCKLOG_RETENTION_DAYS (default 365), $FLOCKLOG_RETENTION_KEEP,
-    $FLOCKLOG_DATABASE_URL and the embedded SQLite default.
+    """days/keep/database_url/table from the Celery app config (``flocklog_retention_days``,
+    ``flocklog_retention_keep``, ``flocklog_database_url``, ``flocklog_table``), then $FLOCKLOG_RETENTION_DAYS
+    (default 365), $FLOCKLOG_RETENTION_KEEP, $FLOCKLOG_DATABASE_URL, $FLOCKLOG_TABLE and the embedded defaults.
     """
-    from flocklog.store._cli import database_url
+    from flocklog.store import resolve_database_url, resolve_table
 
     def setting(key: str) -> Any:
         return conf.get(key) if conf is not None else None
@@ -49,7 +49,12 @@ def retention_settings(conf: Any = None) -> dict[str, Any]:
         keep = _env_number("FLOCKLOG_RETENTION_KEEP", int)
     if days is None and keep is None:
         days = DEFAULT_DAYS
-    return {"days": days, "keep": keep, "database_url": database_url(setting("flocklog_database_url"))}
+    return {
+        "days": days,
+        "keep": keep,
+        "database_url": resolve_database_url(setting("flocklog_database_url")),
+        "table": resolve_table(setting("flocklog_table")),
+    }
 
 
 # A database that is down gets three more tries, minutes apart; a ConfigError is not retried (it cannot heal).
@@ -67,7 +72,7 @@ def cleanup_task(
     keep: int | None = None,
     database_url: str | None = None,
     batch_size: int = 5000,
-    table: str = "flocklog_execution_log",
+    table: str | None = None,
     dry_run: bool = False,
 ) -> dict[str, Any]:
     """Run retention once; arguments left out come from the app config and the environment."""
@@ -82,7 +87,7 @@ def cleanup_task(
         keep=keep,
         dry_run=dry_run,
         batch_size=batch_size,
-        table=table,
+        table=table or defaults["table"],
     )
     return result.to_dict()
 
@@ -94,13 +99,15 @@ def beat_schedule(
     keep: int | None = None,
     *,
     database_url: str | None = None,
-    table: str = "flocklog_execution_log",
+    table: str | None = None,
     **crontab_kwargs: Any,
 ) -> dict[str, dict[str, Any]]:
     """A ``beat_schedule`` entry running ``flocklog.cleanup`` daily at 02:00 (any crontab field may be given)."""
-    kwargs: dict[str, Any] = {"days": days, "keep": keep, "table": table}
+    kwargs: dict[str, Any] = {"days": days, "keep": keep}
     if database_url is not None:
         kwargs["database_url"] = database_url
+    if table is not None:
+        kwargs["table"] = table
     return {
         ENTRY_NAME: {
             "task": TASK_NAME,

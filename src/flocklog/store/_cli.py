@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -11,13 +10,6 @@ import click
 
 if TYPE_CHECKING:
     from flocklog.store.cleanup import CleanupResult
-
-DEFAULT_DATABASE_URL = "sqlite:///.flocklog/flocklog.db"
-
-
-def database_url(explicit: str | None = None) -> str:
-    """The store URL: the explicit one, then ``$FLOCKLOG_DATABASE_URL``, then the embedded SQLite default."""
-    return explicit or os.environ.get("FLOCKLOG_DATABASE_URL") or DEFAULT_DATABASE_URL
 
 
 def render(result: CleanupResult, *, as_json: bool = False) -> None:
@@ -62,7 +54,9 @@ def register(group: click.Group) -> None:
         help="Store URL (default: $FLOCKLOG_DATABASE_URL, then sqlite:///.flocklog/flocklog.db).",
     )
     @click.option("--batch-size", type=click.IntRange(min=1), default=5000, show_default=True)
-    @click.option("--table", default="flocklog_execution_log", show_default=True)
+    @click.option(
+        "--table", default=None, help="Table to clean (default: $FLOCKLOG_TABLE, then flocklog_execution_log)."
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
     def cleanup_command(
         days: float | None,
@@ -70,7 +64,7 @@ def register(group: click.Group) -> None:
         dry_run: bool,
         database: str | None,
         batch_size: int,
-        table: str,
+        table: str | None,
         as_json: bool,
     ) -> None:
         """Delete old execution-log rows in short batches (drops whole daily partitions on PostgreSQL).
@@ -78,13 +72,19 @@ def register(group: click.Group) -> None:
         With neither --days nor --keep, rows older than 365 days go. With both, a row goes if either says so.
         """
         from flocklog.errors import ConfigError, FlocklogError
+        from flocklog.store import resolve_database_url
         from flocklog.store.cleanup import cleanup
 
         if days is None and keep is None:
             days = 365
         try:
             result = cleanup(
-                database_url(database), days=days, keep=keep, dry_run=dry_run, batch_size=batch_size, table=table
+                resolve_database_url(database),
+                days=days,
+                keep=keep,
+                dry_run=dry_run,
+                batch_size=batch_size,
+                table=table,
             )
         except ConfigError as exc:
             raise click.UsageError(str(exc)) from exc

@@ -18,16 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flocklog.errors import ConfigError, StoreError
+from flocklog.store import DEFAULT_TABLE, resolve_table
 
 if TYPE_CHECKING:
     import psycopg
 
 __all__ = ["DEFAULT_TABLE", "CleanupResult", "MethodResult", "cleanup", "dialect_of"]
 
-DEFAULT_TABLE = "flocklog_execution_log"
 META_TABLE = "flocklog_meta"
 META_KEY = "last_cleanup"
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _RANGE_BOUND = re.compile(r"FOR VALUES FROM \((.+)\) TO \((.+)\)$")
 # How long a partition drop may wait for its lock: an ACCESS EXCLUSIVE request that queues behind a long query
 # would block every writer queued behind it, so give up quickly, retry, and fall back to batched deletes.
@@ -89,7 +88,7 @@ def dialect_of(url: str) -> str:
     raise ConfigError(f"unsupported store URL {url!r}: use postgresql://user@host:port/db or sqlite:///path/to/file.db")
 
 
-def _validate(days: float | None, keep: int | None, batch_size: int, window: timedelta, table: str) -> None:
+def _validate(days: float | None, keep: int | None, batch_size: int, window: timedelta) -> None:
     if days is None and keep is None:
         raise ConfigError("cleanup needs days= (delete rows older than N days) or keep= (keep the newest N rows)")
     if days is not None and (not isinstance(days, (int, float)) or isinstance(days, bool) or days < 0):
@@ -100,8 +99,6 @@ def _validate(days: float | None, keep: int | None, batch_size: int, window: tim
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if window <= timedelta(0):
         raise ConfigError(f"window must be a positive timedelta, got {window!r}")
-    if not _IDENT.match(table):
-        raise ConfigError(f"table must be a plain SQL identifier (letters, digits, _), got {table!r}")
 
 
 def cleanup(
@@ -112,7 +109,7 @@ def cleanup(
     dry_run: bool = False,
     batch_size: int = 5000,
     window: timedelta = timedelta(days=1),
-    table: str = DEFAULT_TABLE,
+    table: str | None = None,
     now: datetime | None = None,
     on_batch: BatchHook | None = None,
 ) -> CleanupResult:
@@ -129,7 +126,8 @@ def cleanup(
     ``dry_run`` counts exactly what would go and writes nothing. A real run records ``last_cleanup`` in
     ``flocklog_meta``. ``on_batch`` is called after each committed batch or dropped partition (progress, tests).
     """
-    _validate(days, keep, batch_size, window, table)
+    _validate(days, keep, batch_size, window)
+    table = resolve_table(table)
     dialect = dialect_of(url)
     now = now or datetime.now(timezone.utc)
     if now.tzinfo is None:

@@ -19,18 +19,18 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Count what would go; delete nothing.")
         parser.add_argument("--database", default=None, help="Store URL (postgresql://... or sqlite:///...).")
         parser.add_argument("--batch-size", type=int, default=5000)
-        parser.add_argument("--table", default="flocklog_execution_log")
+        parser.add_argument("--table", default=None, help="Default: $FLOCKLOG_TABLE, then flocklog_execution_log.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         from flocklog.errors import FlocklogError
-        from flocklog.store._cli import database_url
+        from flocklog.store import resolve_database_url
         from flocklog.store.cleanup import cleanup
 
         days, keep = options["days"], options["keep"]
         if days is None and keep is None:
             days = 365
         configured = getattr(settings, "FLOCKLOG", None) or {}
-        url = database_url(options["database"] or configured.get("DATABASE_URL"))
+        url = resolve_database_url(options["database"] or configured.get("DATABASE_URL"))
         try:
             result = cleanup(
                 url,
