@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import logging
 import logging.config
@@ -128,12 +129,16 @@ def test_compressed_archives_hold_every_record_and_leave_no_temp_files(tmp_path:
     assert report.ok, report.to_dict()
 
 
-def test_a_crashed_compressors_temp_file_is_cleaned_and_never_counted(tmp_path: Path, run_id: str) -> None:
+def test_a_crashed_compressors_temp_file_is_cleaned_but_a_live_ones_is_kept(tmp_path: Path, run_id: str) -> None:
     log = tmp_path / "app.log"
     leftover = tmp_path / "app.log.3.gz.tmp"
-    leftover.write_bytes(b"\x1f\x8b half a gzip stream")
+    busy = tmp_path / "app.log.49.gz.tmp"  # an old temp file a live compressor still writes (holds its flock)
     old = time.time() - 3600
-    os.utime(leftover, (old, old))
+    for path in (leftover, busy):
+        path.write_bytes(b"\x1f\x8b half a gzip stream")
+        os.utime(path, (old, old))
+    holder = os.open(busy, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
     handler = build(SIZE, {"filename": str(log), "maxBytes": 4096, "backupCount": 50, "compress": True})
     assert isinstance(handler, RotatingFileHandler)
     write(SIZE, {"filename": str(log), "maxBytes": 4096, "backupCount": 50, "compress": True}, run_id, "w", 200)
@@ -141,6 +146,8 @@ def test_a_crashed_compressors_temp_file_is_cleaned_and_never_counted(tmp_path: 
     assert handler.wait_for_maintenance(timeout=30)
     handler.close()
     assert not leftover.exists()
+    assert busy.exists()  # a compressor that is alive keeps its temp file, however old
+    os.close(holder)
 
 
 def test_full_disk_is_reported_counted_survived_and_recovered(small_fs: Path, run_id: str) -> None:

@@ -1,15 +1,17 @@
 """Archive naming, gzip and retention, run by a background thread so the logging call never waits for them.
 
 Crash safety: an archive is compressed into ``<archive>.gz.tmp`` (created with ``O_EXCL``, so one process claims
-it), fsynced, then renamed into place under the rotation lock and only then is the plain archive removed. A temp
-file left by a crashed compressor is removed once it is older than :data:`STALE_TMP`. An archive is compressed
-only after it has been quiet for :data:`GRACE` seconds, because a process that lost the race to a rotation may
-still append one record to it.
+it, and ``flock``-ed while it is written), fsynced, then renamed into place under the rotation lock and only then is
+the plain archive removed. A temp file nobody holds a lock on is a crashed compressor's leftover: it is removed once
+it is older than :data:`STALE_TMP` (the age only covers the instant between creating and locking). An archive is
+compressed only after it has been quiet for :data:`GRACE` seconds, because a process that lost the race to a
+rotation may still append one record to it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gzip
 import os
 import re
@@ -23,7 +25,7 @@ from flocklog.files._lock import RotationLock
 from flocklog.files.policies import TimePolicy
 
 GRACE = 2.0  # seconds an archive must be untouched before it is compressed
-STALE_TMP = 60.0  # seconds after which a compressor's temp file is taken to be a crash leftover
+STALE_TMP = 5.0  # an unlocked temp file older than this is a crashed compressor's leftover
 
 Rotate = Callable[[str, str], None]
 Namer = Callable[[str], str]
@@ -97,11 +99,16 @@ class _Archives:
         except FileExistsError:
             return False  # another process is compressing it (or crashed doing so: cleaned when stale)
         try:
-            with open(path, "rb") as source, os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as gz:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until we close: "this compressor is alive"
+            with (
+                open(path, "rb") as source,
+                os.fdopen(fd, "wb", closefd=False) as raw,
+                gzip.GzipFile(fileobj=raw, mode="wb") as gz,
+            ):
                 shutil.copyfileobj(source, gz, 1 << 20)
                 gz.flush()
                 raw.flush()
-                os.fsync(raw.fileno())
+                os.fsync(fd)
             with lock.held():
                 current = self.relocate(path, snap)
                 if current is None:
@@ -114,6 +121,8 @@ class _Archives:
         except BaseException:
             _remove(claim)
             raise
+        finally:
+            os.close(fd)
 
     def clean_leftovers(self, now: float) -> None:
         try:
@@ -125,7 +134,24 @@ class _Archives:
                 path = os.path.join(self.directory, name)
                 snap = _snapshot(path)
                 if snap is not None and now - snap.mtime_ns / 1e9 > STALE_TMP:
-                    _remove(path)
+                    _remove_if_abandoned(path)
+
+
+def _remove_if_abandoned(path: str) -> None:
+    """Remove a compressor's temp file unless a live compressor still holds its lock."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return  # being written right now
+    try:
+        _remove(path)
+    finally:
+        os.close(fd)
 
 
 class SizeArchives(_Archives):
