@@ -5,14 +5,15 @@ retention are serialised here. The lock descriptor is per process: ``flock`` loc
 description, which a forked child would otherwise share with its parent.
 
 Layout: bytes 0-7 hold a *generation* counter, bumped under the lock whenever a file of the set is renamed or
-deleted; every process maps those bytes, so "did anything rotate since my last record?" is a memory read, not a
-``stat``. The state text (the timed handler's slot) follows at :data:`HEADER`.
+deleted; "did anything rotate since my last record?" is one ``pread`` of those bytes (no path lookup, unlike a
+``stat``). It is deliberately not an ``mmap``: a mapping turns any external truncation of the lock file (a broad
+logrotate ``copytruncate`` glob, a cleanup script) into SIGBUS in every writer, while a short ``pread`` is merely
+read as "changed". The state text (the timed handler's slot) follows at :data:`HEADER`.
 """
 
 from __future__ import annotations
 
 import fcntl
-import mmap
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -23,11 +24,11 @@ HEADER = 16  # bytes before the state text; the generation counter lives in the 
 class RotationLock:
     """An exclusive, blocking, inter-process lock on ``path`` that can also store a short state string."""
 
-    def __init__(self, path: str, shared_map: mmap.mmap | None = None) -> None:
+    def __init__(self, path: str) -> None:
         self.path = path
         self._fd: int | None = None
         self._pid = -1
-        self._map = shared_map
+        self._read_fd: int | None = None  # for the generation counter; reading needs no per-process descriptor
 
     def sibling(self) -> RotationLock:
         """The same lock through a descriptor of its own, for another thread of this process.
@@ -35,7 +36,7 @@ class RotationLock:
         ``flock`` excludes open file descriptions, not threads: two threads locking through one descriptor would
         both "hold" it at once. The background worker therefore locks through a sibling.
         """
-        return RotationLock(self.path, self.generation_map())
+        return RotationLock(self.path)
 
     def _descriptor(self) -> int:
         if self._fd is None or self._pid != os.getpid():
@@ -53,20 +54,17 @@ class RotationLock:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
-    def generation_map(self) -> mmap.mmap:
-        """The shared mapping of the generation counter (created once; it stays valid in forked children)."""
-        if self._map is None:
-            with self.held():
-                fd = self._descriptor()
-                if os.fstat(fd).st_size < HEADER:  # under the lock: nobody can have written state past it
-                    os.ftruncate(fd, HEADER)
-                self._map = mmap.mmap(fd, 8, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        return self._map
+    def generation(self) -> bytes:
+        """The shared counter's 8 bytes (fewer if someone truncated the file: that compares as a change)."""
+        if self._read_fd is None:
+            self._read_fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return os.pread(self._read_fd, 8, 0)
 
     def bump(self) -> None:
         """Tell every process that a file of the set was renamed or deleted (call while holding the lock)."""
-        shared = self.generation_map()
-        shared[0:8] = ((int.from_bytes(shared[0:8], "little") + 1) % (1 << 64)).to_bytes(8, "little")
+        fd = self._descriptor()
+        current = os.pread(fd, 8, 0).ljust(8, b"\0")
+        os.pwrite(fd, ((int.from_bytes(current, "little") + 1) % (1 << 64)).to_bytes(8, "little"), 0)
 
     def read_state(self) -> str:
         """The state text last written under the lock (call while holding it)."""
@@ -87,3 +85,7 @@ class RotationLock:
                 os.close(self._fd)
         self._fd = None
         self._pid = -1
+        if self._read_fd is not None:  # a child's inherited copy is its own to close
+            with suppress(OSError):
+                os.close(self._read_fd)
+            self._read_fd = None

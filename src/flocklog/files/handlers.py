@@ -81,11 +81,10 @@ class _SafeFileMixin:
         self.dropped = 0  # records that could not be written (full disk, I/O error); each went to handleError
         self._lock_file = RotationLock(self.lock_file)
         try:
-            # Bumped by whoever renames or deletes a file of the set: a memory read per record, not a stat.
-            self._generation = self._lock_file.generation_map()
+            # Bumped by whoever renames or deletes a file of the set: one pread per record, not a stat.
+            self._gen_seen = self._lock_file.generation()
         except OSError as exc:
             raise ConfigError(f"cannot use lock file {self.lock_file!r}: {exc.strerror or exc}") from None
-        self._gen_seen = self._generation[0:8]
         self._fd: int | None = None
         self._ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the file our descriptor holds
         self._needs_newline = False
@@ -105,7 +104,7 @@ class _SafeFileMixin:
     # -- descriptor management
     def _reopen(self) -> int:
         self._close_fd()
-        self._gen_seen = self._generation[0:8]  # read before opening: a later rotation is noticed next record
+        self._gen_seen = self._lock_file.generation()  # read before opening: a later rotation is noticed next record
         flags = _FLAGS | (os.O_TRUNC if self._truncate_first else 0)
         self._truncate_first = False
         fd = os.open(self.baseFilename, flags, 0o644)
@@ -135,7 +134,7 @@ class _SafeFileMixin:
         our descriptor may name an archive that is about to go), and at least once per
         :data:`PATH_CHECK_INTERVAL` for what flocklog cannot see: an external ``logrotate`` or a deleted file.
         """
-        generation = self._generation[0:8]
+        generation = self._lock_file.generation()
         if generation != self._gen_seen:
             self._gen_seen = generation  # taken before the stat, so a rotation after it is seen next time
             self._next_check = time.monotonic() + PATH_CHECK_INTERVAL
