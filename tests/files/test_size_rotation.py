@@ -281,3 +281,15 @@ def test_an_idle_writer_never_writes_into_an_archive_that_rotation_deleted(tmp_p
     idle.close()
     idle_lines = [line for line in log.read_text().splitlines() if f" {run_id} idle " in line]
     assert len(idle_lines) == 3  # seq 1-3 reached the live file, not a deleted inode
+
+
+def test_an_externally_truncated_lock_file_never_crashes_a_writer(tmp_path: Path, run_id: str) -> None:
+    log = tmp_path / "app.log"
+    handler = RotatingFileHandler(str(log), maxBytes=4096, backupCount=500)
+    logger = stamped_logger("truncated-lock", handler)
+    write_stamped(logger, run=run_id, writer="w", count=200)
+    (tmp_path / "app.log.lock").write_bytes(b"")  # a cleanup script or a broad logrotate glob empties it
+    write_stamped(logger, run=run_id, writer="w2", count=200)  # rotations continue; no SIGBUS, nothing lost
+    handler.close()
+    report = verify_paths([str(log)], VerifyOptions(expected_counts={"w": 200, "w2": 200}, allow_expired=False))
+    assert report.ok, report.to_dict()
