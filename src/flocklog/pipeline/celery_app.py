@@ -41,8 +41,15 @@ def broker_options(url: str) -> dict[str, Any]:
             "processed_folder": str(folder / "processed"),
             "store_processed": False,
         }
+    visibility = float(os.environ.get("FLOCKLOG_VISIBILITY_TIMEOUT", "3600"))
     return {
-        "visibility_timeout": float(os.environ.get("FLOCKLOG_VISIBILITY_TIMEOUT", "3600")),
+        "visibility_timeout": visibility,
+        # A batch held by a worker that died is redelivered once the visibility timeout has passed; kombu looks
+        # for such batches every interval x throttle seconds (default ~100 s): look every few seconds instead.
+        "unacked_restore_interval": int(max(1, min(10, visibility / 3))),
+        "unacked_restore_throttle": 1,
+        # A worker killed while holding the restore mutex would block every restore for kombu's default 300 s.
+        "unacked_mutex_expire": 30,
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "retry_on_timeout": False,
@@ -114,7 +121,7 @@ def _dead_letter(records: list[dict[str, Any]], reason: str) -> Path:
 def _register(app: Celery) -> None:
     from flocklog.errors import StoreError
 
-    @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
+    @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, shared=False)
     def write_batch(self: Task[Any, Any], records: list[dict[str, Any]]) -> int:
         """Write one batch idempotently; retry with backoff on database errors; dead-letter after the last."""
         valid = []

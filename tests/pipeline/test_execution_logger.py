@@ -1,0 +1,185 @@
+"""ExecutionLogger on its own: batching, flushing, draining, fork, full buffers, bad fields, broker outages."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+from pipeline_helpers import free_port, wait_until
+
+from flocklog import ExecutionLogger, ExecutionLogHandler, SerializationError
+from flocklog.pipeline.transports import SpoolTransport, replay_spool
+from flocklog.store import open_store
+
+
+def _logger(tmp_path: Path, **options: object) -> ExecutionLogger:
+    return ExecutionLogger(
+        "t",
+        transport="direct",
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        spool_dir=tmp_path / "spool",
+        **options,  # type: ignore[arg-type]  # test knobs
+    )
+
+
+def _rows(tmp_path: Path) -> int:
+    store = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store.create_schema()
+    try:
+        return store.count()
+    finally:
+        store.close()
+
+
+def test_log_returns_a_record_with_its_own_id_and_time_at_once(tmp_path: Path) -> None:
+    logger = _logger(tmp_path)
+    record = logger.info("charged", amount=12, user="u1")
+    assert record.id.version == 4 and record.ts.tzinfo is not None and record.fields == {"amount": 12, "user": "u1"}
+    logger.close()
+    assert _rows(tmp_path) == 1
+
+
+def test_a_full_batch_is_shipped_without_waiting_for_the_interval(tmp_path: Path) -> None:
+    logger = _logger(tmp_path, batch_size=50, flush_interval=60)
+    for i in range(50):
+        logger.info("step", i=i)
+    assert wait_until(lambda: _rows(tmp_path) == 50, timeout=10)
+    logger.info("one more")
+    time.sleep(0.5)
+    assert _rows(tmp_path) == 50  # a partial batch waits for the interval (60 s here) or a flush
+    assert logger.flush(timeout=10)
+    assert _rows(tmp_path) == 51
+    logger.close()
+
+
+def test_a_partial_batch_is_shipped_after_the_interval(tmp_path: Path) -> None:
+    logger = _logger(tmp_path, batch_size=50, flush_interval=0.3)
+    logger.info("lonely")
+    assert wait_until(lambda: _rows(tmp_path) == 1, timeout=10)
+    logger.close()
+
+
+def test_close_drains_everything(tmp_path: Path) -> None:
+    logger = _logger(tmp_path, batch_size=7, flush_interval=30)
+    for i in range(1000):
+        logger.info("x", i=i)
+    logger.close()
+    assert _rows(tmp_path) == 1000
+
+
+def test_a_field_json_cannot_hold_is_a_clear_error_and_the_rest_lands(tmp_path: Path) -> None:
+    logger = _logger(tmp_path)
+    logger.info("ok 1")
+    with pytest.raises(SerializationError, match="when"):
+        logger.info("bad", when=object())
+    logger.info("ok 2")
+    logger.close()
+    assert _rows(tmp_path) == 2
+
+
+def test_buffer_full_policies_count_what_they_drop(tmp_path: Path) -> None:
+    # A transport that cannot keep up: the spool is a directory that cannot exist, and the primary is a dead broker.
+    newest = ExecutionLogger(
+        "n",
+        transport="spool",
+        spool_dir=tmp_path / "s1",
+        capacity=10,
+        batch_size=10,
+        when_full="drop_newest",
+        flush_interval=60,
+    )
+    oldest = ExecutionLogger(
+        "o",
+        transport="spool",
+        spool_dir=tmp_path / "s2",
+        capacity=10,
+        batch_size=10,
+        when_full="drop_oldest",
+        flush_interval=60,
+    )
+    with newest._cond, oldest._cond:  # hold the senders off so the buffers really fill
+        for i in range(25):
+            newest.log(logging.INFO, "n", i=i)
+            oldest.log(logging.INFO, "o", i=i)
+    assert newest.stats()["dropped_newest"] == 15
+    assert oldest.stats()["dropped_oldest"] == 15
+    newest.close()
+    oldest.close()
+    kept = [
+        json.loads(line)["fields"]["i"]
+        for p in sorted((tmp_path / "s2").glob("*.batch"))
+        for line in p.read_text().splitlines()
+    ]
+    assert kept == list(range(15, 25))  # drop_oldest kept the newest ten
+
+
+def test_unreachable_broker_spools_and_a_replay_delivers_exactly_once(tmp_path: Path) -> None:
+    dead_broker = f"redis://127.0.0.1:{free_port()}/0"
+    logger = ExecutionLogger(
+        "b", transport="celery", broker_url=dead_broker, spool_dir=tmp_path / "spool", batch_size=10, flush_interval=0.2
+    )
+    started = time.perf_counter()
+    for i in range(95):
+        logger.info("order", i=i)
+    assert time.perf_counter() - started < 5  # the caller never waited for the dead broker
+    logger.close()
+    spool = SpoolTransport(tmp_path / "spool")
+    assert spool.backlog() == (10, 95)
+    store = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    from flocklog.pipeline.transports import DirectTransport
+
+    target = DirectTransport(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    assert replay_spool(spool, target) == 95
+    assert replay_spool(spool, target) == 0  # nothing left to send twice
+    assert store.count() == 95
+
+
+def test_fallback_direct_writes_to_the_database_when_the_broker_is_down(tmp_path: Path) -> None:
+    logger = ExecutionLogger(
+        "f",
+        transport="celery",
+        broker_url=f"redis://127.0.0.1:{free_port()}/0",
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        spool_dir=tmp_path / "spool",
+        fallback="direct",
+        batch_size=10,
+    )
+    for i in range(30):
+        logger.info("x", i=i)
+    logger.close()
+    assert _rows(tmp_path) == 30 and SpoolTransport(tmp_path / "spool").backlog() == (0, 0)
+
+
+def test_a_forked_child_logs_on_its_own_and_does_not_resend_the_parents_buffer(tmp_path: Path) -> None:
+    logger = _logger(tmp_path, batch_size=1000, flush_interval=60)
+    for i in range(10):
+        logger.info("parent", i=i)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for i in range(5):
+                logger.info("child", i=i)
+            logger.close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    logger.close()
+    assert _rows(tmp_path) == 15
+
+
+def test_stdlib_records_enter_the_same_pipeline(tmp_path: Path) -> None:
+    handler = ExecutionLogHandler(_logger(tmp_path))
+    std = logging.getLogger("flocklog.test.adapter")
+    std.addHandler(handler)
+    std.propagate = False
+    std.warning("disk at %d%%", 91)
+    handler.close()
+    std.removeHandler(handler)
+    assert _rows(tmp_path) == 1
