@@ -271,6 +271,11 @@ def _check_live_file(created: list[float], archive_ends: list[float], options: V
         return 0
     violations = 0
     newest_archive_end = max(archive_ends, default=float("-inf"))
+    if options.allow_split and archive_ends:
+        # Size-or-time rotation: the live file may continue the newest archive's interval, not precede it.
+        key = _when_key(options.when or "") or "S"
+        newest_start = max(archive_ends) - (_interval_end(max(archive_ends), key, options) - max(archive_ends))
+        newest_archive_end = newest_start
     violations += sum(1 for c in created if c < newest_archive_end - options.tolerance)
     key = _when_key(options.when or "") or "S"
     length = _interval_end(min(created), key, options) - min(created)

@@ -26,6 +26,7 @@ _KEYS = {
     "LEVEL",
     "FORMAT",
     "CONFIGURE",
+    "DATABASE_URL",  # read by the cleanup_audit_logs command (execution-log store), not by the logging setup
 }
 
 
