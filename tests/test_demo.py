@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
-
-from conftest import PYTHON
 
 
 def test_demo_files_part_shows_flocklog_clean_and_exits_zero(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
@@ -13,7 +12,7 @@ def test_demo_files_part_shows_flocklog_clean_and_exits_zero(tmp_path: Path, sub
     demo_dir = tmp_path / "demo"
     result = subprocess.run(
         [
-            PYTHON,
+            sys.executable,
             "-m",
             "flocklog.cli",
             "demo",
@@ -38,7 +37,7 @@ def test_demo_files_part_shows_flocklog_clean_and_exits_zero(tmp_path: Path, sub
     assert "clean" in rows["flocklog TimedRotatingFileHandler"]
     # The sets stay behind for a look, and verify agrees with the demo's verdict from the outside.
     again = subprocess.run(
-        [PYTHON, "-m", "flocklog.cli", "verify", str(demo_dir / "flocklog-size" / "app.log")],
+        [sys.executable, "-m", "flocklog.cli", "verify", str(demo_dir / "flocklog-size" / "app.log")],
         capture_output=True,
         text=True,
         env=env,

@@ -6,12 +6,12 @@ import gzip
 import json
 import logging
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON
 from flocklog.testing import format_stamp, parse_stamp, stamped_logger, write_stamped
 from flocklog.verify import VerifyOptions, verify_paths
 
@@ -157,7 +157,7 @@ def test_an_empty_set_is_not_ok(tmp_path: Path) -> None:
 def test_cli_exit_code_and_json(tmp_path: Path, run_id: str, subprocess_env: dict[str, str]) -> None:
     log = tmp_path / "app.log"
     _write_set(log, run_id)
-    cmd = [PYTHON, "-m", "flocklog.cli", "verify", str(log), "--expect", "50", "--writers", "3", "--json"]
+    cmd = [sys.executable, "-m", "flocklog.cli", "verify", str(log), "--expect", "50", "--writers", "3", "--json"]
     good = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env, check=False)
     assert good.returncode == 0, good.stderr
     assert json.loads(good.stdout)["records"] == 150

@@ -138,11 +138,10 @@ def test_worker_killed_mid_batch_and_restarted_loses_and_duplicates_nothing(
 def test_postgres_unreachable_for_a_while_retries_then_lands_exactly(
     tmp_path: Path, redis_url: str, postgres_dsn: str, table: str
 ) -> None:
-    from conftest import PG_PORT
-
-    proxy = CuttableProxy(PG_PORT)
+    pg_port = int(postgres_dsn.rsplit(":", 1)[1].split("/", 1)[0])
+    proxy = CuttableProxy(pg_port)
     proxy.start()
-    via_proxy = postgres_dsn.replace(f":{PG_PORT}/", f":{proxy.port}/")
+    via_proxy = postgres_dsn.replace(f":{pg_port}/", f":{proxy.port}/")
     env = _env(tmp_path, redis_url, via_proxy, table)
     worker = Worker(env, tmp_path / "worker.log")
     worker.start()
