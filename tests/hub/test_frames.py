@@ -90,8 +90,8 @@ def test_records_round_trip_and_never_exceed_the_size_limit(msg: str, extra: dic
     assert (rebuilt.name, rebuilt.levelno, rebuilt.lineno, rebuilt.created) == ("app.db", 30, 10, record.created)
     if not truncated:
         # Private and dunder names never cross the wire (they could shadow LogRecord internals).
-    expected = {k for k in extra if hasattr(record, k) and k not in frames.STANDARD_ATTRS and not k.startswith("_")}
-    assert set(rebuilt.__dict__) >= expected
+        wanted = {k for k in extra if hasattr(record, k) and k not in frames.STANDARD_ATTRS and not k.startswith("_")}
+        assert set(rebuilt.__dict__) >= wanted
     if truncated:
         assert "[flocklog: truncated" in rebuilt.getMessage()
     else:
