@@ -122,7 +122,7 @@ def _register(app: Celery) -> None:
     from flocklog.errors import StoreError
 
     @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, shared=False)
-    def write_batch(self: Task[Any, Any], records: list[dict[str, Any]]) -> int:
+    def write_batch(self: Task[Any, Any], records: list[dict[str, Any]], batch_id: str | None = None) -> int:
         """Write one batch idempotently; retry with backoff on database errors; dead-letter after the last."""
         valid = []
         for data in records:
@@ -131,13 +131,36 @@ def _register(app: Celery) -> None:
             except Exception as exc:  # one malformed record must not sink the batch
                 os.write(2, f"flocklog: dropped malformed record in batch: {exc}\n".encode())
         try:
-            return int(_store_for(app).write_batch(valid))
+            written = int(_store_for(app).write_batch(valid))
         except StoreError as exc:
             retries = self.request.retries
             if retries >= app.conf.flocklog_max_retries:
                 _dead_letter(records, str(exc))
                 return 0
             raise self.retry(exc=exc, countdown=min(30.0, 0.5 * 2**retries)) from exc
+        if batch_id:
+            _leave_receipt(app, batch_id)
+        return written
+
+
+_receipt_clients: dict[tuple[int, str], Any] = {}
+
+
+def _leave_receipt(app: Celery, batch_id: str) -> None:
+    """Tell the producer this batch is committed (Redis brokers only); a failure here only causes a resend."""
+    url = str(app.conf.broker_url or "")
+    if not url.startswith(("redis://", "rediss://")):
+        return
+    key = (os.getpid(), url)
+    try:
+        client = _receipt_clients.get(key)
+        if client is None:
+            import redis
+
+            client = _receipt_clients[key] = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
+        client.set(f"flocklog:receipt:{batch_id}", "1", ex=86400)
+    except Exception as exc:
+        os.write(2, f"flocklog: could not leave a receipt for batch {batch_id}: {exc}\n".encode())
 
 
 @worker_process_init.connect

@@ -165,7 +165,10 @@ class ExecutionLogger:
         spooled, never dropped."""
         if self._closed:
             return
-        self.flush(self.drain_timeout if timeout is None else timeout)
+        budget = self.drain_timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        self.flush(budget)
+        self._await_receipts(deadline)
         with self._cond:
             self._closed = True
             leftover = list(self._buffer)
@@ -176,6 +179,7 @@ class ExecutionLogger:
             self.counters["spooled"] += len(leftover)
         if self._thread is not None:
             self._thread.join(timeout=1.0)
+        self._spool_unconfirmed()
         for transport in (self._transport, self._fallback):
             if transport is not None:
                 try:
@@ -183,6 +187,26 @@ class ExecutionLogger:
                 except Exception:
                     self.counters["close_errors"] += 1
         _LIVE.discard(self)
+
+    def _await_receipts(self, deadline: float) -> None:
+        """Before exit, give the worker's receipts time to arrive (the sender resends overdue batches meanwhile)."""
+        outstanding: dict[str, Any] | None = getattr(self._transport, "outstanding", None)
+        overdue = getattr(self._transport, "overdue", None)
+        while outstanding and overdue is not None and time.monotonic() < deadline:
+            unconfirmed = overdue(everything=True)  # drops what is confirmed
+            if not unconfirmed:
+                break
+            time.sleep(0.1)
+
+    def _spool_unconfirmed(self) -> None:
+        """Batches still without a receipt at exit go to the spool: a duplicate is harmless, a loss is not."""
+        overdue = getattr(self._transport, "overdue", None)
+        if overdue is None:
+            return
+        for _, records in overdue(everything=True):
+            self.spool.send(records)
+            self.counters["spooled_unconfirmed"] += len(records)
+        getattr(self._transport, "outstanding", {}).clear()
 
     def stats(self) -> dict[str, int]:
         data = dict(self.counters)
@@ -232,6 +256,21 @@ class ExecutionLogger:
                     self._in_flight = 0
                     self._cond.notify_all()
 
+    def _resend_overdue(self, primary: Transport, *, everything: bool = False) -> None:
+        overdue = getattr(primary, "overdue", None)
+        if overdue is None:
+            return
+        for batch_id, records in overdue(everything=everything):
+            try:
+                primary.send(records, batch_id=batch_id)  # type: ignore[call-arg]  # CeleryTransport.send
+                self.counters["resent"] += len(records)
+            except Exception as exc:
+                self._report(f"resend failed: {exc}")
+                self.spool.send(records)
+                self._spool_dirty = True
+                self.counters["spooled"] += len(records)
+                getattr(primary, "outstanding", {}).pop(batch_id, None)
+
     def _deliver(self, batch: Sequence[ExecutionRecord]) -> None:
         now = time.monotonic()
         try:
@@ -248,6 +287,7 @@ class ExecutionLogger:
                     primary.send(batch)
                     self.counters["sent"] += len(batch)
                     self.counters["batches"] += 1
+                self._resend_overdue(primary)
                 return
             except Exception as exc:
                 self._next_retry = now + self.retry_interval

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,21 +34,45 @@ def resolve_spool_dir(spool_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(spool_dir or os.environ.get("FLOCKLOG_SPOOL_DIR") or DEFAULT_SPOOL_DIR)
 
 
+RECEIPT_PREFIX = "flocklog:receipt:"
+
+
 class CeleryTransport:
-    """``send_task`` of one batch to the ``logs`` queue, JSON-serialised, with bounded broker timeouts."""
+    """``send_task`` of one batch to the ``logs`` queue, JSON-serialised, with bounded broker timeouts.
+
+    On a Redis broker the worker leaves a receipt (``flocklog:receipt:<batch id>``) once a batch is committed.
+    Batches without a receipt after ``receipt_timeout`` seconds are handed back for resending: kombu's Redis
+    transport pops a message before it records it as unacked, so a worker killed at that moment loses it from
+    Redis, and only the producer still has it. A resend is harmless: the store ignores rows it already has.
+    """
 
     name = "celery"
 
-    def __init__(self, broker_url: str | None = None, *, database_url: str | None = None) -> None:
-        from flocklog.pipeline.celery_app import make_celery_app
+    def __init__(
+        self, broker_url: str | None = None, *, database_url: str | None = None, receipt_timeout: float | None = None
+    ) -> None:
+        from flocklog.pipeline.celery_app import make_celery_app, resolve_broker_url
 
-        self.app = make_celery_app(broker_url, database_url=database_url)
+        url = resolve_broker_url(broker_url)
+        self.app = make_celery_app(url, database_url=database_url)
+        self.receipt_timeout = float(
+            receipt_timeout if receipt_timeout is not None else os.environ.get("FLOCKLOG_RECEIPT_TIMEOUT", "60")
+        )
+        self._receipts: Any = None
+        if url.startswith(("redis://", "rediss://")):
+            import redis
 
-    def send(self, records: Sequence[ExecutionRecord]) -> None:
+            self._receipts = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
+        self.outstanding: dict[str, tuple[float, list[ExecutionRecord]]] = {}
+        self._lock = threading.Lock()  # the sender thread and close() both look at the outstanding batches
+
+    def send(self, records: Sequence[ExecutionRecord], batch_id: str | None = None) -> None:
+        batch_id = batch_id or uuid.uuid4().hex
         try:
             self.app.send_task(
                 TASK_NAME,
                 args=[[r.to_wire() for r in records]],
+                kwargs={"batch_id": batch_id},
                 queue=QUEUE,
                 serializer="json",
                 retry=True,
@@ -54,8 +80,40 @@ class CeleryTransport:
             )
         except Exception as exc:  # kombu raises OperationalError and friends; all mean "not on the broker"
             raise PipelineError(f"broker unreachable: {type(exc).__name__}: {exc}") from exc
+        if self._receipts is not None:
+            with self._lock:
+                self.outstanding[batch_id] = (time.monotonic(), list(records))
+
+    def overdue(self, *, everything: bool = False) -> list[tuple[str, list[ExecutionRecord]]]:
+        """Drop batches whose receipt arrived; return those without one that are ``receipt_timeout`` old (or all
+        of them, with ``everything``). Looks at Redis only when something is due, or when asked for everything."""
+        with self._lock:
+            if self._receipts is None or not self.outstanding:
+                return []
+            now = time.monotonic()
+            oldest = min(sent for sent, _ in self.outstanding.values())
+            if not everything and now - oldest < self.receipt_timeout:
+                return []
+            batch_ids = list(self.outstanding)
+            try:
+                pipe = self._receipts.pipeline(transaction=False)
+                for batch_id in batch_ids:
+                    pipe.exists(RECEIPT_PREFIX + batch_id)
+                flags = pipe.execute()
+            except Exception:  # broker unreachable: ask again later
+                return []
+            missing = []
+            for batch_id, flag in zip(batch_ids, flags, strict=True):
+                sent, records = self.outstanding[batch_id]
+                if flag:
+                    del self.outstanding[batch_id]
+                elif everything or now - sent >= self.receipt_timeout:
+                    missing.append((batch_id, records))
+            return missing
 
     def close(self) -> None:
+        if self._receipts is not None:
+            self._receipts.close()
         self.app.close()
 
 
