@@ -24,6 +24,7 @@ from typing import Any
 import psycopg
 
 from flocklog.pipeline.record import ExecutionRecord
+from flocklog.pipeline.transports import worker_command
 from flocklog.store import open_store
 
 
@@ -76,22 +77,7 @@ def end_to_end(dsn: str, redis_url: str, table: str, producers: int, each: int, 
         "FLOCKLOG_SPOOL_DIR": str(workdir / "spool"),
     }
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "flocklog.pipeline.celery_app",
-            "worker",
-            "-Q",
-            "logs",
-            "--concurrency",
-            "2",
-            "-l",
-            "warning",
-            "--without-gossip",
-            "--without-mingle",
-        ],
+        worker_command("--concurrency", "2", "-l", "warning", "--without-gossip", "--without-mingle"),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -8,12 +8,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from flocklog.pipeline.transports import worker_command
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -49,22 +50,9 @@ class Worker:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "flocklog.pipeline.celery_app",
-                "worker",
-                "-Q",
-                "logs",
-                "--concurrency",
-                str(self.concurrency),
-                "-l",
-                "info",
-                "--without-gossip",
-                "--without-mingle",
-            ],
+            worker_command(
+                "--concurrency", str(self.concurrency), "-l", "info", "--without-gossip", "--without-mingle"
+            ),
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=open(self.log, "ab"),  # noqa: SIM115  # the child owns it

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, BinaryIO
 
+from flocklog._proc import pid_alive
 from flocklog.errors import ConfigError, FrameError, HubError
 from flocklog.hub import frames
 from flocklog.hub._address import resolve_address, resolve_secret
@@ -37,16 +38,6 @@ _HANDLERS: weakref.WeakSet[HubHandler] = weakref.WeakSet()
 
 def default_spool_dir() -> str:
     return os.environ.get(ENV_SPOOL_DIR) or os.path.join(tempfile.gettempdir(), f"flocklog-spool-{os.getuid()}")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class HubHandler(logging.Handler):
@@ -415,7 +406,7 @@ class HubHandler(logging.Handler):
             return
         for path in candidates:
             owner = path.name.split("-", 1)[0]
-            if not owner.isdigit() or int(owner) == self._pid or _pid_alive(int(owner)):
+            if not owner.isdigit() or int(owner) == self._pid or pid_alive(int(owner)):
                 continue
             claimed = path.with_name(f"{self._pid}-adopted-{path.name}")
             try:

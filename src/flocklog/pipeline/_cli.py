@@ -22,7 +22,9 @@ def worker(broker: str | None, database: str | None, celery_args: tuple[str, ...
         os.environ["FLOCKLOG_BROKER_URL"] = broker
     if database:
         os.environ["FLOCKLOG_DATABASE_URL"] = database
-    args = [sys.executable, "-m", "celery", "-A", "flocklog.pipeline.celery_app", "worker", "-Q", "logs", *celery_args]
+    from flocklog.pipeline.transports import worker_command
+
+    args = worker_command(*celery_args)
     os.execv(sys.executable, args)
 
 

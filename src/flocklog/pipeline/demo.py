@@ -6,11 +6,12 @@ import multiprocessing
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from flocklog.pipeline.transports import worker_command
 
 
 def _producer(records: int, env: dict[str, str], counter: Any) -> None:
@@ -41,20 +42,7 @@ def run_pipeline_demo(
         "FLOCKLOG_DEAD_LETTER_DIR": str(workdir / "dead-letter"),
     }
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "flocklog.pipeline.celery_app",
-            "worker",
-            "-Q",
-            "logs",
-            "--pool",
-            "solo",
-            "-l",
-            "warning",
-        ],
+        worker_command("--pool", "solo", "-l", "warning"),
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=open(workdir / "worker.log", "w"),  # noqa: SIM115  # closed with the process

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 import uuid
@@ -15,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from flocklog._proc import pid_alive
 from flocklog.errors import ConfigError, PipelineError
 from flocklog.pipeline.record import ExecutionRecord
 
@@ -35,6 +37,12 @@ def resolve_spool_dir(spool_dir: str | os.PathLike[str] | None = None) -> Path:
 
 
 RECEIPT_PREFIX = "flocklog:receipt:"
+CELERY_APP = "flocklog.pipeline.celery_app"
+
+
+def worker_command(*celery_args: str) -> list[str]:
+    """The batch-writing worker's command line (``celery ... worker -Q logs``) plus ``celery_args``."""
+    return [sys.executable, "-m", "celery", "-A", CELERY_APP, "worker", "-Q", QUEUE, *celery_args]
 
 
 class CeleryTransport:
@@ -211,21 +219,11 @@ class SpoolTransport:
         """Batches claimed by a process that died mid-replay go back in line."""
         for path in self.directory.glob("*.claimed-*"):
             pid = int(path.name.rsplit("-", 1)[1])
-            if pid != os.getpid() and not _alive(pid):
+            if pid != os.getpid() and not pid_alive(pid):
                 self.release(path)
 
     def close(self) -> None:
         pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def make_transport(kind: str | None, **options: Any) -> Transport:

@@ -47,6 +47,11 @@ def resolve_table(table: str | None = None) -> str:
     return name
 
 
+def sqlite_path(url: str) -> str:
+    """The file of a ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` URL (``sqlite://`` is in memory)."""
+    return url[len("sqlite:///") :] if url.startswith("sqlite:///") else ":memory:"
+
+
 def open_store(url: str | None = None, *, table: str | None = None) -> Store:
     """A store for ``url`` (``postgresql://...`` or ``sqlite:///path``); connections open lazily, per process."""
     resolved = resolve_database_url(url)
@@ -62,4 +67,12 @@ def open_store(url: str | None = None, *, table: str | None = None) -> Store:
     raise ConfigError(f"unsupported database URL {resolved!r}: use postgresql://... or sqlite:///path/to/file.db")
 
 
-__all__ = ["DEFAULT_DATABASE_URL", "DEFAULT_TABLE", "Store", "open_store", "resolve_database_url", "resolve_table"]
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "DEFAULT_TABLE",
+    "Store",
+    "open_store",
+    "resolve_database_url",
+    "resolve_table",
+    "sqlite_path",
+]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flocklog.errors import StoreError
+from flocklog.store import sqlite_path
 
 if TYPE_CHECKING:
     from flocklog.pipeline.record import ExecutionRecord
@@ -24,9 +25,7 @@ class SqliteStore:
     def __init__(self, url: str, table: str) -> None:
         self.url = url
         self.table = table
-        self.path = url.split("sqlite://", 1)[1].removeprefix("/") if url != "sqlite://" else ":memory:"
-        if url.startswith("sqlite:////"):
-            self.path = "/" + url[len("sqlite:////") :]
+        self.path = sqlite_path(url)
         self._local = threading.local()
 
     def _conn(self) -> sqlite3.Connection:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flocklog.errors import ConfigError, StoreError
-from flocklog.store import DEFAULT_TABLE, resolve_table
+from flocklog.store import DEFAULT_TABLE, resolve_table, sqlite_path
 
 if TYPE_CHECKING:
     import psycopg
@@ -493,7 +493,7 @@ class _PostgresBackend(_Backend):
 class _SqliteBackend(_Backend):
     def __init__(self, url: str, table: str) -> None:
         self.table = table
-        path = url[len("sqlite:///") :]
+        path = sqlite_path(url)
         if not path or not Path(path).exists():
             raise ConfigError(f"SQLite store {path!r} does not exist: check the URL or create the schema first")
         # isolation_level=None: every statement is its own transaction, so each batch commits at once.
