@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from pipeline_helpers import free_port, wait_until
 
 from flocklog import ExecutionLogger, ExecutionLogHandler, SerializationError
+from flocklog.errors import ConfigError, PipelineError
 from flocklog.pipeline.transports import SpoolTransport, replay_spool
 from flocklog.store import open_store
 
@@ -61,6 +64,71 @@ def test_a_partial_batch_is_shipped_after_the_interval(tmp_path: Path) -> None:
     logger.info("lonely")
     assert wait_until(lambda: _rows(tmp_path) == 1, timeout=10)
     logger.close()
+
+
+def test_a_burst_is_shipped_as_a_few_large_batches(tmp_path: Path) -> None:
+    logger = _logger(tmp_path, batch_size=50, max_batch=1000, flush_interval=60)
+    with logger._cond:  # the sender is busy (held off) while the burst arrives
+        for i in range(2500):
+            logger.info("burst", i=i)
+    assert logger.flush(timeout=30)
+    assert logger.counters["batches"] == 3  # 1000 + 1000 + 500, not 50 batches of 50
+    logger.close()
+    assert _rows(tmp_path) == 2500
+
+
+def test_the_sender_lingers_between_batches_instead_of_shipping_each_50(tmp_path: Path) -> None:
+    logger = _logger(tmp_path, batch_size=10, linger=1.0, flush_interval=30)
+    for i in range(10):
+        logger.info("first", i=i)
+    assert wait_until(lambda: _rows(tmp_path) == 10, timeout=10)
+    for i in range(10):
+        logger.info("second", i=i)
+    time.sleep(0.3)
+    assert _rows(tmp_path) == 10  # a full batch, but within the linger of the previous one
+    assert wait_until(lambda: _rows(tmp_path) == 20, timeout=10)  # ... and shipped once the linger is over
+    assert logger.counters["batches"] == 2
+    logger.close()
+
+
+def test_many_threads_log_while_another_closes_and_every_accepted_record_lands(tmp_path: Path) -> None:
+    logger = _logger(tmp_path, batch_size=50, flush_interval=0.5, capacity=1_000_000)
+    accepted = [0] * 8
+    go = threading.Event()
+
+    def hammer(slot: int) -> None:
+        go.wait()
+        for i in range(1_000_000):
+            try:
+                logger.info("t", slot=slot, i=i)
+            except PipelineError:  # closed under our feet: this record was refused, not lost
+                return
+            accepted[slot] += 1
+
+    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, to hit the narrow windows
+    try:
+        go.set()
+        time.sleep(0.3)
+        logger.close(timeout=1)  # the callers never stop: the drain runs out of time and spools the rest
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert 0 < sum(accepted) < 8 * 1_000_000  # the close really raced the callers
+    assert logger.counters["logged"] == sum(accepted)
+    spooled = SpoolTransport(tmp_path / "spool").backlog()[1]
+    assert _rows(tmp_path) + spooled == sum(accepted)
+
+
+def test_batch_knobs_are_checked() -> None:
+    with pytest.raises(ConfigError, match="max_batch"):
+        ExecutionLogger("k", transport="spool", batch_size=50, max_batch=10)
+    with pytest.raises(ConfigError, match="linger"):
+        ExecutionLogger("k", transport="spool", linger=5, flush_interval=2)
 
 
 def test_close_drains_everything(tmp_path: Path) -> None:
@@ -120,7 +188,13 @@ def test_buffer_full_policies_count_what_they_drop(tmp_path: Path) -> None:
 def test_unreachable_broker_spools_and_a_replay_delivers_exactly_once(tmp_path: Path) -> None:
     dead_broker = f"redis://127.0.0.1:{free_port()}/0"
     logger = ExecutionLogger(
-        "b", transport="celery", broker_url=dead_broker, spool_dir=tmp_path / "spool", batch_size=10, flush_interval=0.2
+        "b",
+        transport="celery",
+        broker_url=dead_broker,
+        spool_dir=tmp_path / "spool",
+        batch_size=10,
+        max_batch=10,  # ten spool files, replayed in order
+        flush_interval=0.2,
     )
     started = time.perf_counter()
     for i in range(95):

@@ -5,6 +5,11 @@ background thread ships batches (50 records or 2 s by default) through the trans
 when that fails puts the batch in a local spool (or writes it directly to the database with
 ``fallback='direct'``), replaying spooled batches in order once the transport works again. ``flush()`` and
 ``await aflush()`` wait until everything logged so far is delivered or spooled; ``close()`` drains.
+
+The sender is a Python thread, so whenever it runs the caller waits for the GIL: what it costs the caller is the
+number of times it wakes up, times how long it runs. Hence callers never share a lock with it, wake it at most
+once per batch, and a burst is shipped as a few large batches (``max_batch``, at most one per ``linger``) instead
+of many small ones — see benchmarks/pipeline.py for what that buys.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ class ExecutionLogger:
         *,
         transport: Transport | str | None = None,
         batch_size: int = 50,
+        max_batch: int = 1000,
+        linger: float = 0.1,
         flush_interval: float = 2.0,
         capacity: int = 10_000,
         when_full: str = "drop_oldest",
@@ -65,14 +72,21 @@ class ExecutionLogger:
     ) -> None:
         if batch_size < 1 or capacity < batch_size:
             raise ConfigError(f"need 1 <= batch_size <= capacity, got batch_size={batch_size}, capacity={capacity}")
+        if max_batch < batch_size:
+            raise ConfigError(f"max_batch ({max_batch}) must be >= batch_size ({batch_size})")
         if flush_interval <= 0:
             raise ConfigError(f"flush_interval must be > 0 seconds, got {flush_interval}")
+        if linger < 0 or linger >= flush_interval:
+            raise ConfigError(f"linger must be >= 0 and below flush_interval, got {linger}")
         if when_full not in _POLICIES:
             raise ConfigError(f"when_full={when_full!r}: use one of {', '.join(_POLICIES)}")
         if fallback not in ("spool", "direct"):
             raise ConfigError(f"fallback={fallback!r}: use 'spool' or 'direct'")
         self.name = name
         self.batch_size = batch_size
+        self.max_batch = max_batch
+        self.linger = linger
+        self._full = min(max_batch, capacity)  # a buffer this full is shipped without lingering
         self.flush_interval = flush_interval
         self.capacity = capacity
         self.when_full = when_full
@@ -94,39 +108,63 @@ class ExecutionLogger:
 
     def _init_state(self) -> None:
         self._buffer: collections.deque[ExecutionRecord] = collections.deque()
-        self._cond = threading.Condition()
+        self._cond = threading.Condition()  # the sender's: waiting for work, flush() waiting for the sender
+        self._lock = threading.Lock()  # the callers': appends, drops, counters and the closed flag
+        self._woken = 0  # 0 idle, 1 woken for a batch, 2 woken for a full buffer (see _wake)
         self._thread: threading.Thread | None = None
         self._closed = False
         self._flush_wanted = False
         self._in_flight = 0
         self._spool_dirty = True  # check the spool for old batches once at start
         self._next_retry = 0.0
+        self._last_send = -1e9
         self.counters = collections.Counter[str]()
 
     # -- the caller's side: never blocks (unless when_full='block')
     def log(self, level: int, message: str, **fields: Any) -> ExecutionRecord:
         """Record one execution event; returns it at once (with its id). Bad fields raise SerializationError."""
         record = ExecutionRecord.create(level, message, self.name, **fields)
+        buffer = self._buffer
+        while True:
+            # Callers serialise on their own lock, which the sender never takes: the sender pops from the deque
+            # (thread-safe on its own) under the condition's lock. A caller that shared a lock with the sender
+            # would hand the GIL back and forth with it on every collision, and that is the caller's tail latency.
+            with self._lock:
+                if self._closed:
+                    raise PipelineError("this ExecutionLogger is closed")
+                if len(buffer) >= self.capacity:
+                    if self.when_full == "drop_newest":
+                        self.counters["dropped_newest"] += 1
+                        return record
+                    if self.when_full == "drop_oldest":
+                        try:
+                            buffer.popleft()
+                            self.counters["dropped_oldest"] += 1
+                        except IndexError:  # the sender took them all meanwhile
+                            pass
+                if len(buffer) < self.capacity or self.when_full != "block":
+                    buffer.append(record)
+                    self.counters["logged"] += 1
+                    size = len(buffer)
+                    break
+            with self._cond:  # when_full='block': wait for the sender to make room
+                self._cond.wait(0.1)
+        if self._thread is None or size >= self.batch_size:
+            self._wake(size)
+        return record
+
+    def _wake(self, size: int) -> None:
+        """Start the sender, or wake it once per level (a batch is ready; the buffer is full enough to skip the
+        linger): a sender woken by every call would cost the caller a GIL hand-off each time."""
+        level = 2 if size >= self._full else 1 if size >= self.batch_size else 0
+        if self._thread is not None and level <= self._woken:
+            return
         with self._cond:
-            if self._closed:
-                raise PipelineError("this ExecutionLogger is closed")
-            if len(self._buffer) >= self.capacity:
-                if self.when_full == "drop_newest":
-                    self.counters["dropped_newest"] += 1
-                    return record
-                if self.when_full == "drop_oldest":
-                    self._buffer.popleft()
-                    self.counters["dropped_oldest"] += 1
-                else:
-                    while len(self._buffer) >= self.capacity and not self._closed:
-                        self._cond.wait(0.1)
-            self._buffer.append(record)
-            self.counters["logged"] += 1
             if self._thread is None:
                 self._start()
-            if len(self._buffer) >= self.batch_size:
+            if level > self._woken:
+                self._woken = level
                 self._cond.notify_all()
-        return record
 
     def debug(self, message: str, **fields: Any) -> ExecutionRecord:
         return self.log(logging.DEBUG, message, **fields)
@@ -169,7 +207,7 @@ class ExecutionLogger:
         deadline = time.monotonic() + budget
         self.flush(budget)
         self._await_receipts(deadline)
-        with self._cond:
+        with self._lock, self._cond:
             self._closed = True
             leftover = list(self._buffer)
             self._buffer.clear()
@@ -233,21 +271,34 @@ class ExecutionLogger:
             self._transport = make_transport(spec, **self._options)
         return self._transport
 
+    def _ready(self, now: float, deadline: float) -> bool:
+        """Whether the sender should take a batch now (called with the lock held)."""
+        if self._closed or self._flush_wanted or now >= deadline:
+            return True
+        size = len(self._buffer)
+        if size >= self._full:
+            return True
+        return size >= self.batch_size and now >= self._last_send + self.linger
+
     def _run(self) -> None:
         while True:
             with self._cond:
                 deadline = time.monotonic() + self.flush_interval
-                while (
-                    not self._closed
-                    and len(self._buffer) < self.batch_size
-                    and not self._flush_wanted
-                    and time.monotonic() < deadline
-                ):
-                    self._cond.wait(max(0.0, deadline - time.monotonic()))
+                while not self._ready(now := time.monotonic(), deadline):
+                    wake = deadline
+                    if len(self._buffer) >= self.batch_size:
+                        wake = min(deadline, self._last_send + self.linger)
+                    self._cond.wait(max(0.0, wake - now))
                 if self._closed:
                     return
-                batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+                # A flush starts at batch_size records, but whatever piled up while the previous batch was on its
+                # way goes along (up to max_batch): a burst then costs a few large tasks, which the worker COPYs,
+                # instead of hundreds of small ones. Under a steady trickle batches stay at batch_size.
+                batch = [self._buffer.popleft() for _ in range(min(self.max_batch, len(self._buffer)))]
                 self._in_flight = len(batch)
+                self._last_send = time.monotonic()
+                left = len(self._buffer)
+                self._woken = 2 if left >= self._full else 1 if left >= self.batch_size else 0
                 self._cond.notify_all()  # room for a blocked caller
             try:
                 self._deliver(batch)

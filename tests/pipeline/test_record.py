@@ -1,0 +1,47 @@
+"""ExecutionRecord ids: made in the caller with a cheaper uuid4, so they must be exactly as good as uuid4's."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from flocklog.pipeline.record import ExecutionRecord, _uuid4_fast, new_id
+
+
+def test_the_fast_path_is_the_one_in_use_and_gives_real_version_4_uuids() -> None:
+    assert new_id is _uuid4_fast
+    ids = [new_id() for _ in range(100_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(type(u) is uuid.UUID and u.version == 4 and u.variant == uuid.RFC_4122 for u in ids)
+    assert all(uuid.UUID(str(u)) == u and uuid.UUID(bytes=u.bytes) == u for u in ids[:1000])
+    ever_set = ever_clear = 0
+    for u in ids:
+        ever_set |= u.int
+        ever_clear |= ~u.int & ((1 << 128) - 1)
+    # 122 random bits take both values; the 6 version/variant bits are fixed (0100 and 10).
+    assert bin(ever_set & ever_clear).count("1") == 122
+
+
+def test_a_forked_child_never_repeats_the_parents_ids() -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write, b"".join(new_id().bytes for _ in range(2000)))
+        finally:
+            os._exit(0)
+    os.close(write)
+    parent = {new_id().bytes for _ in range(2000)}
+    data = b""
+    while chunk := os.read(read, 65536):
+        data += chunk
+    os.close(read)
+    os.waitpid(pid, 0)
+    child = {data[i : i + 16] for i in range(0, len(data), 16)}
+    assert len(child) == 2000 and not parent & child
+
+
+def test_records_carry_their_id_time_and_place() -> None:
+    record = ExecutionRecord.create(20, "paid", "billing", amount=3, note=None, ratio=0.5)
+    assert record.id.version == 4 and record.ts.tzinfo is not None and record.pid == os.getpid()
+    assert ExecutionRecord.from_wire(record.to_wire()) == record
