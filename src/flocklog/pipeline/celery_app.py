@@ -57,6 +57,39 @@ def broker_options(url: str) -> dict[str, Any]:
     }
 
 
+def _survive_broker_loss_during_teardown() -> None:
+    """Keep a worker alive when Redis goes away while it holds unacked batches (Celery 5.7 / kombu 5.7).
+
+    On a lost connection Celery's consumer closes the broken connection; closing its channel restores unacked
+    messages, which asks the channel for a new Redis pool, whose parameters come from a transport whose client
+    kombu has already set to None. The AttributeError that follows is not a connection error, so the worker
+    logs "Unrecoverable error" and exits instead of reconnecting (seen in tests/pipeline/test_pipeline_e2e.py
+    when Redis is stopped mid-run). Raising the connection error it really is lets kombu ignore it, as it does
+    every other error of a dead connection, and the consumer reconnects; the unacked batches stay in Redis and
+    are restored by the visibility-timeout sweep (and the producers' receipts).
+    """
+    try:
+        import redis
+        from kombu.transport import redis as kombu_redis
+    except ImportError:  # a non-Redis deployment
+        return
+    channel_class: Any = kombu_redis.Channel  # kombu's stubs leave out the private method
+    original = channel_class._connparams
+    if getattr(original, "flocklog_guarded", False):
+        return
+
+    def _connparams(self: Any, asynchronous: bool = False) -> Any:
+        if self.connection is None or self.connection.client is None:
+            raise redis.exceptions.ConnectionError("the broker connection is already closed")
+        return original(self, asynchronous=asynchronous)
+
+    _connparams.flocklog_guarded = True  # type: ignore[attr-defined]
+    channel_class._connparams = _connparams
+
+
+_survive_broker_loss_during_teardown()
+
+
 def make_celery_app(
     broker_url: str | None = None, *, database_url: str | None = None, table: str | None = None, **overrides: Any
 ) -> Celery:
