@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "pipeline.json"))
     args = parser.parse_args(argv)
     per_row_n = 2000 if args.quick else 5000
-    producers, each, repeat = 4, (2500 if args.quick else 10000), (1 if args.quick else 3)
+    producers, each, repeat = 4, (2500 if args.quick else 10000), (1 if args.quick else 5)
     rate, paced_each = 2000.0, (2000 if args.quick else 6000)
     tables = {name: f"flk_bench_{name}_{uuid.uuid4().hex[:6]}" for name in ("row", "b50", "b1000", "e2e")}
     for table in tables.values():
