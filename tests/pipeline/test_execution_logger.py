@@ -91,6 +91,23 @@ def test_the_sender_lingers_between_batches_instead_of_shipping_each_50(tmp_path
     logger.close()
 
 
+def test_no_wake_up_is_lost_while_the_sender_races_the_callers(tmp_path: Path) -> None:
+    # No flush and a 30 s interval: every batch must be shipped because a caller woke the sender for it. A
+    # wake-up level left behind for records the sender had already taken used to silence the next one.
+    logger = _logger(tmp_path, batch_size=5, max_batch=100_000, capacity=100_000, linger=0, flush_interval=30)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for group in range(400):
+            for i in range(5):
+                logger.info("g", group=group, i=i)
+            time.sleep(0.0002)
+    finally:
+        sys.setswitchinterval(interval)
+    assert wait_until(lambda: _rows(tmp_path) == 2000, timeout=10), _rows(tmp_path)
+    logger.close()
+
+
 def test_many_threads_log_while_another_closes_and_every_accepted_record_lands(tmp_path: Path) -> None:
     logger = _logger(tmp_path, batch_size=50, flush_interval=0.5, capacity=1_000_000)
     accepted = [0] * 8

@@ -156,15 +156,20 @@ class ExecutionLogger:
     def _wake(self, size: int) -> None:
         """Start the sender, or wake it once per level (a batch is ready; the buffer is full enough to skip the
         linger): a sender woken by every call would cost the caller a GIL hand-off each time."""
-        level = 2 if size >= self._full else 1 if size >= self.batch_size else 0
-        if self._thread is not None and level <= self._woken:
-            return
+        if self._thread is not None and self._level(size) <= self._woken:
+            return  # the sender already knows: it takes a batch before it waits again
         with self._cond:
             if self._thread is None:
                 self._start()
+            # Judge by the buffer as it is now, not by ``size``: the sender may have taken those records since,
+            # and a level set for records already gone would make later callers skip a wake-up it needs.
+            level = self._level(len(self._buffer))
             if level > self._woken:
                 self._woken = level
                 self._cond.notify_all()
+
+    def _level(self, size: int) -> int:
+        return 2 if size >= self._full else 1 if size >= self.batch_size else 0
 
     def debug(self, message: str, **fields: Any) -> ExecutionRecord:
         return self.log(logging.DEBUG, message, **fields)
@@ -297,8 +302,7 @@ class ExecutionLogger:
                 batch = [self._buffer.popleft() for _ in range(min(self.max_batch, len(self._buffer)))]
                 self._in_flight = len(batch)
                 self._last_send = time.monotonic()
-                left = len(self._buffer)
-                self._woken = 2 if left >= self._full else 1 if left >= self.batch_size else 0
+                self._woken = self._level(len(self._buffer))
                 self._cond.notify_all()  # room for a blocked caller
             try:
                 self._deliver(batch)
