@@ -70,3 +70,32 @@ def test_bad_store_configuration_is_a_clear_error() -> None:
         open_store("mysql://nope")
     with pytest.raises(ConfigError, match="plain SQL identifier"):
         open_store("sqlite:///x.db", table="logs; DROP TABLE users")
+
+
+def test_many_writers_opening_a_new_sqlite_database_at_once_all_get_in(tmp_path: Path) -> None:
+    # Switching a new database to WAL fails at once ("database is locked") for all but one of the connections
+    # that try together; each store must wait its turn instead of failing its first batch.
+    import threading
+
+    failures: list[str] = []
+    for trial in range(60):
+        url = f"sqlite:///{tmp_path / f'new-{trial}.db'}"
+        start = threading.Barrier(12)
+
+        def write(url: str = url, start: threading.Barrier = start) -> None:
+            store = open_store(url)
+            start.wait()
+            try:
+                store.create_schema()
+                store.write_batch([ExecutionRecord.create(20, "hello", "t")])
+            except Exception as exc:
+                failures.append(repr(exc))
+            finally:
+                store.close()
+
+        threads = [threading.Thread(target=write) for _ in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []

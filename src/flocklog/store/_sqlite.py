@@ -19,6 +19,23 @@ if TYPE_CHECKING:
     from flocklog.pipeline.record import ExecutionRecord
 
 
+def _enable_wal(conn: sqlite3.Connection, path: str, patience: float = 30.0) -> None:
+    """Switch a database to WAL, waiting out other connections doing the same.
+
+    Two processes opening a new database at once both try to switch it; the loser gets "database is locked" at
+    once, without the busy timeout's wait, and its first batch would go to the spool for nothing.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise StoreError(f"SQLite database {path} could not be opened: {exc}") from exc
+            time.sleep(0.01)
+
+
 class SqliteStore:
     dialect = "sqlite"
 
@@ -34,7 +51,7 @@ class SqliteStore:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(conn, self.path)
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
