@@ -205,3 +205,10 @@ def test_sighup_makes_serve_reopen_its_files_after_an_external_rotation(
     assert "flk1 " + run_id + " w0 " in (tmp_path / "hub.log.1").read_text()
     new = log_path.read_text()
     assert " w0 " not in new and new.count(" v0 ") == 1000
+
+
+def test_a_linger_longer_than_the_retry_interval_is_refused(tmp_path: Path) -> None:
+    from flocklog import HubHandler
+
+    with pytest.raises(ConfigError, match="linger"):
+        HubHandler(f"unix:{tmp_path / 'hub.sock'}", linger=1.0, retry_interval=0.5, handle_sigterm=False)

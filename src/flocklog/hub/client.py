@@ -61,6 +61,7 @@ class HubHandler(logging.Handler):
         max_frame: int = frames.DEFAULT_MAX_FRAME,
         connect_timeout: float = 2.0,
         retry_interval: float = 0.5,
+        linger: float = 0.005,
         handle_sigterm: bool = True,
         adopt_orphans: bool = True,
         level: int | str = logging.NOTSET,
@@ -70,6 +71,8 @@ class HubHandler(logging.Handler):
             raise ConfigError(f"when_full={when_full!r}: use one of {', '.join(_POLICIES)}")
         if capacity < 1 or batch_size < 1:
             raise ConfigError("capacity and batch_size must be >= 1")
+        if not 0 <= linger < retry_interval:
+            raise ConfigError(f"linger must be >= 0 and below retry_interval, got {linger}")
         if max_frame < 4 * _ENVELOPE_ROOM:
             raise ConfigError(f"max_frame must be at least {4 * _ENVELOPE_ROOM} bytes")
         self.address = resolve_address(address)
@@ -82,6 +85,7 @@ class HubHandler(logging.Handler):
         self.max_frame = max_frame
         self.connect_timeout = connect_timeout
         self.retry_interval = retry_interval
+        self.linger = linger
         self.adopt_orphans = adopt_orphans
         self._record_limit = max_frame - _ENVELOPE_ROOM
         self._reset_state()
@@ -105,6 +109,7 @@ class HubHandler(logging.Handler):
         self._thread: threading.Thread | None = None
         self._session: ClientSession | None = None
         self._next_connect = 0.0
+        self._last_batch = -1e9
         self._closing = False
         self._closed = False
         self._deadline = float("inf")
@@ -221,6 +226,7 @@ class HubHandler(logging.Handler):
             self._adopt_orphan_spools()
         while True:
             self._wake.wait(self.retry_interval)
+            self._linger()
             self._wake.clear()
             while True:
                 if self._pending_spools and not self._past_deadline():
@@ -242,6 +248,19 @@ class HubHandler(logging.Handler):
                 self._close_spool()
                 return
 
+    def _linger(self) -> None:
+        """Let a trickle pile up for ``linger`` after the last batch, unless a full batch is already waiting.
+
+        The sender is a thread of the application: each time it wakes, sends and waits for an ack, the emitting
+        threads wait for the GIL. One batch per few milliseconds instead of one per handful of records keeps
+        those hand-offs rare. While it sleeps the wake event stays set, so emit() does not signal it again.
+        """
+        if self._closing or self.linger <= 0:
+            return
+        pause = self._last_batch + self.linger - time.monotonic()
+        if pause > 0 and len(self._buf) + len(self._carry) < self.batch_size:
+            time.sleep(pause)
+
     def _past_deadline(self) -> bool:
         return time.monotonic() >= self._deadline
 
@@ -254,6 +273,7 @@ class HubHandler(logging.Handler):
         )
 
     def _deliver(self, recs: list[bytes]) -> None:
+        self._last_batch = time.monotonic()
         body = self._new_batch_body(recs)
         self._stats["batches"] += 1
         if not self._pending_spools and self._ensure_session():
