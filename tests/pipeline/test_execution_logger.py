@@ -108,6 +108,26 @@ def test_no_wake_up_is_lost_while_the_sender_races_the_callers(tmp_path: Path) -
     logger.close()
 
 
+def test_callers_dropping_the_oldest_while_the_sender_takes_a_batch_lose_nothing_uncounted(tmp_path: Path) -> None:
+    # A buffer no bigger than a batch, always full: callers pop the oldest while the sender pops its batch.
+    logger = _logger(tmp_path, batch_size=10, capacity=10, when_full="drop_oldest", linger=0, flush_interval=30)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=lambda: [logger.info("x", i=i) for i in range(5000)]) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert logger._thread is not None and logger._thread.is_alive()  # the sender survived every race
+    logger.close(timeout=30)
+    stats = logger.stats()
+    assert stats["logged"] == 20_000
+    assert _rows(tmp_path) + stats["dropped_oldest"] + stats["spool_records"] == 20_000
+
+
 def test_many_threads_log_while_another_closes_and_every_accepted_record_lands(tmp_path: Path) -> None:
     logger = _logger(tmp_path, batch_size=50, flush_interval=0.5, capacity=1_000_000)
     accepted = [0] * 8
