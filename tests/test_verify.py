@@ -178,3 +178,11 @@ def test_per_writer_expected_counts_find_tail_loss_and_silent_writers(tmp_path: 
     expected = {"w0": 10, "w1": 12, "w9": 3}
     report = verify_paths([str(log)], VerifyOptions(expected_counts=expected))
     assert (report.lost, report.missing_writers) == (2 + 3, 1)
+
+
+def test_a_stamp_never_rounds_a_record_into_the_next_second() -> None:
+    created = 1795604796.9999996  # the handler files this in the 796 s slot; a rounded stamp would say 797.000000
+    parsed = parse_stamp(format_stamp("run1", "w0", 7, created, "x"))
+    assert parsed is not None and parsed.created < 1795604797.0
+    assert f"{parsed.created:.6f}" == "1795604796.999999"
+    assert parse_stamp(format_stamp("run1", "w0", 8, 1795604797.0, "x")).created == 1795604797.0  # type: ignore[union-attr]

@@ -53,8 +53,13 @@ def _crc(body: str) -> str:
 
 
 def format_stamp(run: str, writer: str, seq: int, created: float, payload: str = "") -> str:
-    """Render one stamped message; ``created`` is the record's own time so interval checks are exact."""
-    body = f"{MARK} {run} {writer} {seq} {created:.6f} {payload}"
+    """Render one stamped message; ``created`` is the record's own time so interval checks are exact.
+
+    The time is truncated to the microsecond, never rounded: 36.9999996 rounded reads 37.000000, a record the
+    handler rightly filed in the 36 s slot would then look misfiled in it.
+    """
+    micros = int(created * 1_000_000)
+    body = f"{MARK} {run} {writer} {seq} {micros // 1_000_000}.{micros % 1_000_000:06d} {payload}"
     return f"{body} {_crc(body)}"
 
 
