@@ -15,8 +15,8 @@ import click
 def worker(broker: str | None, database: str | None, celery_args: tuple[str, ...]) -> None:
     """Run the batch-writing Celery worker on queue 'logs' (extra arguments go to 'celery worker').
 
-    Same as: celery -A flocklog.pipeline.celery_app worker -Q logs. Watch it with Flower:
-    celery -A flocklog.pipeline.celery_app flower
+    Same as: celery -A flocklog.pipeline.celery_app worker -Q logs. Watch it with Flower (start the worker
+    with -E so that its tasks show): celery -A flocklog.pipeline.celery_app flower
     """
     if broker:
         os.environ["FLOCKLOG_BROKER_URL"] = broker

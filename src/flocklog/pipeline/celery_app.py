@@ -1,10 +1,11 @@
 """The Celery preset for the execution-log pipeline, and the batch task its worker runs.
 
 Start a worker with ``flocklog worker`` (or ``celery -A flocklog.pipeline.celery_app worker -Q logs``); watch it
-with Flower: ``celery -A flocklog.pipeline.celery_app flower``. Settings follow the usual deployment guide for a
-write-behind queue: JSON only, UTC, late acks with ``reject_on_worker_lost`` (a batch whose worker died is
-redelivered, and the store's ``ON CONFLICT DO NOTHING`` makes that harmless), prefetch 1, a child recycled every
-1000 tasks, 300 s hard / 240 s soft time limits, and explicit broker timeouts so a dead broker fails fast.
+with Flower: ``celery -A flocklog.pipeline.celery_app flower`` (workers started with ``-E``). Settings follow the
+usual deployment guide for a write-behind queue: JSON only, UTC, late acks with ``reject_on_worker_lost`` (a batch
+whose worker died is redelivered, and the store's ``ON CONFLICT DO NOTHING`` makes that harmless), prefetch 1, a
+child recycled every 1000 tasks, 300 s hard / 240 s soft time limits, and explicit broker timeouts so a dead
+broker fails fast.
 """
 
 from __future__ import annotations
