@@ -18,7 +18,7 @@ from celery import Celery, Task
 from celery.signals import worker_process_init
 
 from flocklog.pipeline.record import ExecutionRecord
-from flocklog.pipeline.transports import QUEUE, TASK_NAME, SpoolTransport
+from flocklog.pipeline.transports import QUEUE, RECEIPT_PREFIX, TASK_NAME, SpoolTransport, receipt_client
 
 DEFAULT_BROKER_DIR = ".flocklog/broker"
 DEAD_LETTER_DIR = ".flocklog/dead-letter"
@@ -183,16 +183,14 @@ _receipt_clients: dict[tuple[int, str], Any] = {}
 def _leave_receipt(app: Celery, batch_id: str) -> None:
     """Tell the producer this batch is committed (Redis brokers only); a failure here only causes a resend."""
     url = str(app.conf.broker_url or "")
-    if not url.startswith(("redis://", "rediss://")):
-        return
     key = (os.getpid(), url)
     try:
-        client = _receipt_clients.get(key)
+        if key not in _receipt_clients:
+            _receipt_clients[key] = receipt_client(url)
+        client = _receipt_clients[key]
         if client is None:
-            import redis
-
-            client = _receipt_clients[key] = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
-        client.set(f"flocklog:receipt:{batch_id}", "1", ex=86400)
+            return
+        client.set(RECEIPT_PREFIX + batch_id, "1", ex=86400)
     except Exception as exc:
         os.write(2, f"flocklog: could not leave a receipt for batch {batch_id}: {exc}\n".encode())
 

@@ -45,6 +45,15 @@ def worker_command(*celery_args: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", CELERY_APP, "worker", "-Q", QUEUE, *celery_args]
 
 
+def receipt_client(url: str) -> Any:
+    """A Redis client for batch receipts on ``url``, or None: only a Redis broker carries receipts."""
+    if not url.startswith(("redis://", "rediss://")):
+        return None
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
+
+
 class CeleryTransport:
     """``send_task`` of one batch to the ``logs`` queue, JSON-serialised, with bounded broker timeouts.
 
@@ -66,11 +75,7 @@ class CeleryTransport:
         self.receipt_timeout = float(
             receipt_timeout if receipt_timeout is not None else os.environ.get("FLOCKLOG_RECEIPT_TIMEOUT", "60")
         )
-        self._receipts: Any = None
-        if url.startswith(("redis://", "rediss://")):
-            import redis
-
-            self._receipts = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
+        self._receipts = receipt_client(url)
         self.outstanding: dict[str, tuple[float, list[ExecutionRecord]]] = {}
         self._lock = threading.Lock()  # the sender thread and close() both look at the outstanding batches
 
