@@ -276,24 +276,23 @@ class ExecutionLogger:
             self._transport = make_transport(spec, **self._options)
         return self._transport
 
-    def _ready(self, now: float, deadline: float) -> bool:
-        """Whether the sender should take a batch now (called with the lock held)."""
-        if self._closed or self._flush_wanted or now >= deadline:
-            return True
-        size = len(self._buffer)
-        if size >= self._full:
-            return True
-        return size >= self.batch_size and now >= self._last_send + self.linger
+    def _due_in(self, deadline: float) -> float:
+        """Seconds until the sender should take a batch, 0 for now (called with the condition held): at once when
+        closing, flushing or the buffer is full enough; a ready batch after ``linger``; anything at ``deadline``."""
+        if self._closed or self._flush_wanted:
+            return 0.0
+        level = self._level(len(self._buffer))
+        if level == 2:
+            return 0.0
+        due = min(deadline, self._last_send + self.linger) if level == 1 else deadline
+        return max(0.0, due - time.monotonic())
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 deadline = time.monotonic() + self.flush_interval
-                while not self._ready(now := time.monotonic(), deadline):
-                    wake = deadline
-                    if len(self._buffer) >= self.batch_size:
-                        wake = min(deadline, self._last_send + self.linger)
-                    self._cond.wait(max(0.0, wake - now))
+                while (wait := self._due_in(deadline)) > 0:
+                    self._cond.wait(wait)
                 if self._closed:
                     return
                 # A flush starts at batch_size records, but whatever piled up while the previous batch was on its

@@ -7,6 +7,7 @@ import math
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -32,7 +33,7 @@ def _uuid4_fast() -> uuid.UUID:
     return value
 
 
-def _pick_uuid4() -> Any:
+def _pick_uuid4() -> Callable[[], uuid.UUID]:
     try:
         probe = _uuid4_fast()
         if probe.version == 4 and probe.variant == uuid.RFC_4122 and uuid.UUID(str(probe)) == probe:
