@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,17 @@ def _logger(tmp_path: Path, **options: object) -> ExecutionLogger:
         spool_dir=tmp_path / "spool",
         **options,  # type: ignore[arg-type]  # test knobs
     )
+
+
+@contextlib.contextmanager
+def _switching_threads_constantly() -> Iterator[None]:
+    """Switch threads as often as the interpreter can, to hit the narrow windows between caller and sender."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def _rows(tmp_path: Path) -> int:
@@ -95,15 +108,11 @@ def test_no_wake_up_is_lost_while_the_sender_races_the_callers(tmp_path: Path) -
     # No flush and a 30 s interval: every batch must be shipped because a caller woke the sender for it. A
     # wake-up level left behind for records the sender had already taken used to silence the next one.
     logger = _logger(tmp_path, batch_size=5, max_batch=100_000, capacity=100_000, linger=0, flush_interval=30)
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
+    with _switching_threads_constantly():
         for group in range(400):
             for i in range(5):
                 logger.info("g", group=group, i=i)
             time.sleep(0.0002)
-    finally:
-        sys.setswitchinterval(interval)
     assert wait_until(lambda: _rows(tmp_path) == 2000, timeout=10), _rows(tmp_path)
     logger.close()
 
@@ -111,16 +120,12 @@ def test_no_wake_up_is_lost_while_the_sender_races_the_callers(tmp_path: Path) -
 def test_callers_dropping_the_oldest_while_the_sender_takes_a_batch_lose_nothing_uncounted(tmp_path: Path) -> None:
     # A buffer no bigger than a batch, always full: callers pop the oldest while the sender pops its batch.
     logger = _logger(tmp_path, batch_size=10, capacity=10, when_full="drop_oldest", linger=0, flush_interval=30)
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
+    with _switching_threads_constantly():
         threads = [threading.Thread(target=lambda: [logger.info("x", i=i) for i in range(5000)]) for _ in range(4)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-    finally:
-        sys.setswitchinterval(interval)
     assert logger._thread is not None and logger._thread.is_alive()  # the sender survived every race
     logger.close(timeout=30)
     stats = logger.stats()
@@ -145,16 +150,12 @@ def test_many_threads_log_while_another_closes_and_every_accepted_record_lands(t
     threads = [threading.Thread(target=hammer, args=(n,)) for n in range(8)]
     for thread in threads:
         thread.start()
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads as often as possible, to hit the narrow windows
-    try:
+    with _switching_threads_constantly():
         go.set()
         time.sleep(0.3)
         logger.close(timeout=1)  # the callers never stop: the drain runs out of time and spools the rest
         for thread in threads:
             thread.join()
-    finally:
-        sys.setswitchinterval(interval)
     assert 0 < sum(accepted) < 8 * 1_000_000  # the close really raced the callers
     assert logger.counters["logged"] == sum(accepted)
     spooled = SpoolTransport(tmp_path / "spool").backlog()[1]
