@@ -95,14 +95,44 @@ def wait_for_port(port: int, server: Server, timeout: float = 60.0) -> None:
     wait_until(listening, timeout, f"port {port}", server.output)
 
 
+def wait_for_workers(log_dir: Path, marker: str, workers: int, server: Server, timeout: float = 90.0) -> None:
+    """Wait until ``workers`` distinct processes have logged ``marker`` (a "[PID:n," line) into ``log_dir``.
+
+    The listening port answers as soon as the first worker is up; a run that starts then can be served by that one
+    worker alone, which proves nothing about several processes sharing the file set.
+    """
+
+    def started() -> set[str]:
+        pids: set[str] = set()
+        for path in log_dir.iterdir():
+            if path.suffix in (".lock", ".state") or not path.is_file():
+                continue
+            for line in path.read_text("utf-8", errors="replace").splitlines():
+                if marker in line and "[PID:" in line:
+                    pids.add(line.split("[PID:")[1].split(",")[0])
+        return pids
+
+    def ready() -> bool:
+        if server.proc.poll() is not None:
+            raise AssertionError(f"server exited with {server.proc.returncode}\n{server.output()}")
+        return len(started()) >= workers
+
+    wait_until(ready, timeout, f"{workers} workers to log {marker!r}", lambda: f"{started()}\n{server.output()}")
+
+
 def hammer(url: str, run: str, requests: int, threads: int = 4) -> None:
-    """``requests`` GETs from ``threads`` httpx clients, each request a writer of its own (one record, seq 0)."""
+    """``requests`` GETs from ``threads`` httpx clients, each request a writer of its own (one record, seq 0).
+
+    Every request opens its own connection, so the kernel hands them to whichever worker accepts next; kept-alive
+    connections would pin a whole thread's share to the worker that accepted it first.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     import httpx
 
     def worker(offset: int) -> None:
-        with httpx.Client(timeout=30) as client:
+        limits = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(timeout=30, limits=limits) as client:
             for index in range(offset, requests, threads):
                 response = client.get(url, params={"run": run, "writer": f"r{index}"})
                 response.raise_for_status()

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from contrib_helpers import EXAMPLES, Server, free_port, hammer, wait_for_port, wait_until
+from contrib_helpers import EXAMPLES, Server, free_port, hammer, wait_for_port, wait_for_workers, wait_until
 
 from flocklog.verify import VerifyOptions, verify_paths
 
@@ -69,6 +69,7 @@ def test_uvicorn_four_spawned_workers_log_every_request_once_through_the_hub_add
     args += ["--backup-count", "1000", "--", "app:app", "--workers", "4", "--port", str(port)]
     server = start_server(args, cwd=app_dir, env=subprocess_env, log=tmp_path / "uvicorn.out")
     wait_for_port(port, server)
+    wait_for_workers(app_dir / "logs", "Application startup complete", 4, server)
     started = time.monotonic()
     hammer(f"http://127.0.0.1:{port}/", run_id, REQUESTS)
     if time.monotonic() - started < 2.5:
@@ -121,6 +122,7 @@ def test_uvicorn_workers_reach_a_flocklog_serve_hub_through_log_config_and_the_a
         [*args, "--log-config", str(tmp_path / "log.json")], cwd=app_dir, env=env, log=tmp_path / "uvicorn.out"
     )
     wait_for_port(port, server)
+    wait_for_workers(app_dir / "logs", "Application startup complete", 4, server)
     hammer(f"http://127.0.0.1:{port}/", run_id, 600)
     time.sleep(2.1)
     hammer(f"http://127.0.0.1:{port}/", "warmup", 10)  # a record after a boundary, so the set has archives
