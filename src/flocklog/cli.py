@@ -15,7 +15,20 @@ import click
 _PLUGINS = ("flocklog.hub._cli", "flocklog.pipeline._cli", "flocklog.store._cli", "flocklog._demo")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Every command's deliberate errors (bad configuration, unreachable server) end as one ``Error:`` line and
+    exit status 1; a traceback is kept for bugs, where it helps."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from flocklog.errors import FlocklogError
+
+        try:
+            return super().invoke(ctx)
+        except FlocklogError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="flocklog")
 def main() -> None:
     """flocklog: many processes, one log, nothing lost."""

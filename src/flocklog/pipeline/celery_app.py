@@ -18,7 +18,16 @@ from celery import Celery, Task
 from celery.signals import worker_process_init
 
 from flocklog.pipeline.record import ExecutionRecord
-from flocklog.pipeline.transports import QUEUE, RECEIPT_PREFIX, TASK_NAME, SpoolTransport, receipt_client
+from flocklog.pipeline.transports import (
+    QUEUE,
+    RECEIPT_PREFIX,
+    TASK_NAME,
+    SpoolTransport,
+    broker_timeout,
+    receipt_client,
+    task_max_retries,
+    visibility_timeout,
+)
 
 DEFAULT_BROKER_DIR = ".flocklog/broker"
 DEAD_LETTER_DIR = ".flocklog/dead-letter"
@@ -31,7 +40,7 @@ def resolve_broker_url(url: str | None = None) -> str:
 
 
 def broker_options(url: str) -> dict[str, Any]:
-    timeout = float(os.environ.get("FLOCKLOG_BROKER_TIMEOUT", "3"))
+    timeout = broker_timeout()
     if url.startswith("filesystem://"):
         folder = Path(os.environ.get("FLOCKLOG_BROKER_DIR", DEFAULT_BROKER_DIR)).resolve()
         for sub in ("queue", "processed"):
@@ -42,7 +51,7 @@ def broker_options(url: str) -> dict[str, Any]:
             "processed_folder": str(folder / "processed"),
             "store_processed": False,
         }
-    visibility = float(os.environ.get("FLOCKLOG_VISIBILITY_TIMEOUT", "3600"))
+    visibility = visibility_timeout()
     return {
         "visibility_timeout": visibility,
         # A batch held by a worker that died is redelivered once the visibility timeout has passed; kombu looks
@@ -112,13 +121,13 @@ def make_celery_app(
         task_routes={TASK_NAME: {"queue": QUEUE}},
         task_default_queue=QUEUE,
         task_ignore_result=True,
-        broker_connection_timeout=float(os.environ.get("FLOCKLOG_BROKER_TIMEOUT", "3")),
+        broker_connection_timeout=broker_timeout(),
         broker_connection_retry_on_startup=True,
         broker_transport_options=broker_options(url),
         worker_hijack_root_logger=False,
         flocklog_database_url=database_url,
         flocklog_table=table,
-        flocklog_max_retries=int(os.environ.get("FLOCKLOG_TASK_MAX_RETRIES", "8")),
+        flocklog_max_retries=task_max_retries(),
     )
     app.conf.update(overrides)
     _register(app)

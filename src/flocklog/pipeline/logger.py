@@ -27,7 +27,7 @@ from typing import Any
 
 from flocklog.errors import ConfigError, PipelineError
 from flocklog.pipeline.record import ExecutionRecord
-from flocklog.pipeline.transports import SpoolTransport, Transport, make_transport, replay_spool
+from flocklog.pipeline.transports import SpoolTransport, Transport, check_settings, make_transport, replay_spool
 
 _POLICIES = ("block", "drop_newest", "drop_oldest")
 _LIVE: weakref.WeakSet[ExecutionLogger] = weakref.WeakSet()
@@ -82,6 +82,8 @@ class ExecutionLogger:
             raise ConfigError(f"when_full={when_full!r}: use one of {', '.join(_POLICIES)}")
         if fallback not in ("spool", "direct"):
             raise ConfigError(f"fallback={fallback!r}: use 'spool' or 'direct'")
+        if transport is None or isinstance(transport, str):
+            check_settings(transport)  # the sender builds the transport later, where a mistake would only spool
         self.name = name
         self.batch_size = batch_size
         self.max_batch = max_batch

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flocklog.pipeline.transports import QUEUE, SpoolTransport
+from flocklog.pipeline.transports import QUEUE, SpoolTransport, receipt_client
 
 
 def _queue_length(broker_url: str) -> int | str:
-    if broker_url.startswith(("redis://", "rediss://")):
-        import redis
-
-        client = redis.Redis.from_url(broker_url, socket_timeout=3, socket_connect_timeout=3)
+    client = receipt_client(broker_url)  # the same bounded Redis client the producers use
+    if client is not None:
         try:
             return int(client.llen(QUEUE))
         finally:

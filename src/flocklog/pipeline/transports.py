@@ -45,13 +45,50 @@ def worker_command(*celery_args: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", CELERY_APP, "worker", "-Q", QUEUE, *celery_args]
 
 
+def env_number(name: str, default: float, *, integer: bool = False, minimum: float = 0.0) -> float:
+    """``$name`` as a number: a typo there is a :class:`ConfigError` naming the variable at start-up, not a
+    ``ValueError`` from deep inside Celery's configuration or a sender thread."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise ConfigError(f"{name}={raw!r} is not {kind}") from None
+    if not value >= minimum:  # also refuses NaN
+        raise ConfigError(f"{name}={raw!r} must be at least {minimum:g}")
+    return value
+
+
+def broker_timeout() -> float:
+    """Seconds for every connect and socket wait on the broker (``$FLOCKLOG_BROKER_TIMEOUT``, default 3)."""
+    return env_number("FLOCKLOG_BROKER_TIMEOUT", 3.0, minimum=0.001)
+
+
+def visibility_timeout() -> float:
+    """Seconds before Redis redelivers a batch a dead worker held (``$FLOCKLOG_VISIBILITY_TIMEOUT``, 3600)."""
+    return env_number("FLOCKLOG_VISIBILITY_TIMEOUT", 3600.0, minimum=1.0)
+
+
+def default_receipt_timeout() -> float:
+    """Seconds a producer waits for a batch's receipt before resending it (``$FLOCKLOG_RECEIPT_TIMEOUT``, 60)."""
+    return env_number("FLOCKLOG_RECEIPT_TIMEOUT", 60.0)
+
+
+def task_max_retries() -> int:
+    """Database retries of one batch before it goes to the dead letters (``$FLOCKLOG_TASK_MAX_RETRIES``, 8)."""
+    return int(env_number("FLOCKLOG_TASK_MAX_RETRIES", 8, integer=True))
+
+
 def receipt_client(url: str) -> Any:
     """A Redis client for batch receipts on ``url``, or None: only a Redis broker carries receipts."""
     if not url.startswith(("redis://", "rediss://")):
         return None
     import redis
 
-    return redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
+    timeout = broker_timeout()
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
 class CeleryTransport:
@@ -72,9 +109,7 @@ class CeleryTransport:
 
         url = resolve_broker_url(broker_url)
         self.app = make_celery_app(url, database_url=database_url)
-        self.receipt_timeout = float(
-            receipt_timeout if receipt_timeout is not None else os.environ.get("FLOCKLOG_RECEIPT_TIMEOUT", "60")
-        )
+        self.receipt_timeout = float(receipt_timeout) if receipt_timeout is not None else default_receipt_timeout()
         self._receipts = receipt_client(url)
         self.outstanding: dict[str, tuple[float, list[ExecutionRecord]]] = {}
         self._lock = threading.Lock()  # the sender thread and close() both look at the outstanding batches
@@ -235,15 +270,32 @@ class SpoolTransport:
         pass
 
 
-def make_transport(kind: str | None, **options: Any) -> Transport:
+TRANSPORTS = ("celery", "direct", "spool")
+
+
+def transport_kind(kind: str | None) -> str:
+    """The transport asked for, else ``$FLOCKLOG_TRANSPORT``, else celery; an unknown name is a ConfigError."""
     kind = kind or os.environ.get("FLOCKLOG_TRANSPORT") or "celery"
+    if kind not in TRANSPORTS:
+        raise ConfigError(f"unknown transport {kind!r}: use {', '.join(TRANSPORTS)}")
+    return kind
+
+
+def check_settings(kind: str | None) -> None:
+    """Check now, in the caller, what the transport will read when the sender thread builds it later: a mistake
+    there would otherwise surface only as a stream of spooled batches."""
+    if transport_kind(kind) == "celery":
+        for setting in (broker_timeout, visibility_timeout, default_receipt_timeout, task_max_retries):
+            setting()
+
+
+def make_transport(kind: str | None, **options: Any) -> Transport:
+    kind = transport_kind(kind)
     if kind == "celery":
         return CeleryTransport(options.get("broker_url"), database_url=options.get("database_url"))
     if kind == "direct":
         return DirectTransport(options.get("database_url"), table=options.get("table"))
-    if kind == "spool":
-        return SpoolTransport(options.get("spool_dir"))
-    raise ConfigError(f"unknown transport {kind!r}: use celery, direct or spool")
+    return SpoolTransport(options.get("spool_dir"))  # transport_kind() let nothing else through
 
 
 def replay_spool(spool: SpoolTransport, target: Transport, *, limit: int | None = None) -> int:

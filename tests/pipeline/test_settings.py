@@ -1,0 +1,80 @@
+"""The pipeline's environment settings: a typo is one clear error naming the variable, and the broker timeout
+reaches every Redis client the pipeline opens."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flocklog import ExecutionLogger
+from flocklog.errors import ConfigError
+from flocklog.pipeline.transports import CeleryTransport, receipt_client
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("FLOCKLOG_BROKER_TIMEOUT", "3s", "is not a number"),
+        ("FLOCKLOG_BROKER_TIMEOUT", "0", "must be at least"),
+        ("FLOCKLOG_BROKER_TIMEOUT", "nan", "must be at least"),
+        ("FLOCKLOG_VISIBILITY_TIMEOUT", "-5", "must be at least"),
+        ("FLOCKLOG_TASK_MAX_RETRIES", "2.5", "is not a whole number"),
+        ("FLOCKLOG_RECEIPT_TIMEOUT", "a minute", "is not a number"),
+    ],
+)
+def test_a_bad_setting_is_a_config_error_naming_the_variable_when_the_logger_is_built(
+    name: str, value: str, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"{name}=.*{expected}"):
+        ExecutionLogger("t", transport="celery", broker_url=redis_url, spool_dir=tmp_path / "spool")
+
+
+def test_an_unknown_transport_is_refused_when_the_logger_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigError, match="unknown transport 'kafka'"):
+        ExecutionLogger("t", transport="kafka", spool_dir=tmp_path / "spool")
+    monkeypatch.setenv("FLOCKLOG_TRANSPORT", "rabbit")
+    with pytest.raises(ConfigError, match="unknown transport 'rabbit'"):
+        ExecutionLogger("t", spool_dir=tmp_path / "spool")
+
+
+def test_the_cli_reports_a_bad_setting_in_one_line_without_a_traceback(tmp_path: Path, redis_url: str) -> None:
+    env = dict(os.environ, FLOCKLOG_BROKER_TIMEOUT="soon")
+    for command in (["status", "--broker", redis_url], ["worker"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "flocklog.cli", *command],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 1, result
+        assert result.stderr.strip().splitlines() == ["Error: FLOCKLOG_BROKER_TIMEOUT='soon' is not a number"]
+
+
+def test_receipt_and_status_clients_wait_no_longer_than_the_broker_timeout(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str
+) -> None:
+    monkeypatch.setenv("FLOCKLOG_BROKER_TIMEOUT", "0.25")
+    client = receipt_client(redis_url)
+    assert client is not None
+    try:
+        assert client.ping()
+        kwargs = client.connection_pool.connection_kwargs
+        assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (0.25, 0.25)
+    finally:
+        client.close()
+    transport = CeleryTransport(redis_url)
+    try:
+        assert transport.app.conf.broker_connection_timeout == 0.25
+        assert transport.app.conf.broker_transport_options["socket_timeout"] == 0.25
+    finally:
+        transport.close()
+    assert receipt_client("filesystem://") is None  # receipts need Redis; other brokers carry none
