@@ -6,7 +6,9 @@ can never go green by skipping.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +25,41 @@ PG_PORT = int(os.environ.get("FLOCKLOG_TEST_PG_PORT", "5432"))
 REDIS_HOST = os.environ.get("FLOCKLOG_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("FLOCKLOG_TEST_REDIS_PORT", "6379"))
 SRC = Path(__file__).resolve().parents[1] / "src"
+
+# Every process a test starts inherits this mark, however its environment was built from os.environ; a run that
+# was killed before its fixtures could stop their servers is recognised by it (see _stop_orphans_of_dead_runs).
+OWNER_VAR = "FLOCKLOG_TEST_OWNER"
+os.environ[OWNER_VAR] = str(os.getpid())
+
+
+def _owner_of(pid: int) -> int | None:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    for entry in environ.split(b"\0"):
+        if entry.startswith(OWNER_VAR.encode() + b"="):
+            with contextlib.suppress(ValueError):
+                return int(entry.split(b"=", 1)[1])
+    return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_orphans_of_dead_runs() -> None:
+    """Kill servers left behind by a test run that was itself killed (SIGKILL, a CI time-out).
+
+    A Celery worker orphaned that way still consumes its Redis database's ``logs`` queue, and the next run of the
+    same test (same database index) would lose batches to it. Runs still alive, such as a second suite started
+    beside this one, keep their processes.
+    """
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        owner = _owner_of(int(entry.name))
+        if owner is None or owner == os.getpid() or Path(f"/proc/{owner}").exists():
+            continue
+        with contextlib.suppress(OSError):
+            os.kill(int(entry.name), signal.SIGKILL)
 
 
 def need(condition: bool, reason: str) -> None:
