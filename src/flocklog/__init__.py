@@ -30,9 +30,11 @@ _LAZY: dict[str, str] = {
     "HubHandler": "flocklog.hub.client",
     "ExecutionLogger": "flocklog.pipeline.logger",
     "ExecutionLogHandler": "flocklog.pipeline.logger",
+    "configure": "flocklog._configure",
 }
 
 if TYPE_CHECKING:
+    from flocklog._configure import configure
     from flocklog.files.handlers import (
         ConcurrentRotatingFileHandler,
         ConcurrentTimedRotatingFileHandler,
@@ -72,4 +74,5 @@ __all__ = [
     "StoreError",
     "TimedRotatingFileHandler",
     "__version__",
+    "configure",
 ]

@@ -1,0 +1,174 @@
+"""``flocklog.configure()``: scripts and cron jobs that share a log set, or reach a hub, with one call."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import flocklog
+from flocklog.errors import ConfigError
+from flocklog.hub.status import query_status
+from flocklog.testing import StampFilter, parse_stamp
+from flocklog.verify import VerifyOptions, verify_paths
+
+# A cron job as users write it: configure, log through an ordinary logger, exit without closing anything.
+JOB = """
+import logging, sys
+import flocklog
+from flocklog.testing import StampFilter, write_stamped
+
+run, writer, count, pause, target = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+if target == "hub":
+    flocklog.configure()  # the address comes from $FLOCKLOG_HUB_ADDRESS
+else:
+    flocklog.configure(target, when="S", backup_count=1000)
+log = logging.getLogger("job")
+log.addFilter(StampFilter())
+print(write_stamped(log, run=run, writer=writer, count=count, pause=pause))
+"""
+
+
+def _job(tmp_path: Path, env: dict[str, str], run: str, writer: str, count: int, pause: float, target: str) -> str:
+    script = tmp_path / "job.py"
+    if not script.exists():
+        script.write_text(JOB)
+    result = subprocess.run(
+        [sys.executable, str(script), run, writer, str(count), str(pause), target],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+@pytest.fixture
+def root_logger() -> Iterator[logging.Logger]:
+    """The root logger, given back to the next test as this one found it."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield root
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+
+
+@pytest.mark.slow
+def test_cron_jobs_started_apart_share_one_timed_set_with_nothing_lost(
+    tmp_path: Path, run_id: str, subprocess_env: dict[str, str]
+) -> None:
+    log_file = tmp_path / "logs" / "cron.log"
+    log_file.parent.mkdir()
+    from concurrent.futures import ThreadPoolExecutor
+
+    def job(index: int) -> str:
+        time.sleep(0.4 * index)  # unrelated processes, started at different moments, as cron and hand-runs are
+        return _job(tmp_path, subprocess_env, run_id, f"job{index}", 300, 0.008, str(log_file))
+
+    with ThreadPoolExecutor(5) as pool:
+        written = list(pool.map(job, range(5)))
+    assert written == ["300"] * 5
+    report = verify_paths(
+        [str(log_file)], VerifyOptions(expect_per_writer=300, writers=5, run=run_id, when="S", tolerance=0.5)
+    )
+    assert report.ok, report.to_dict()
+    assert report.records == 1500
+    assert report.archives >= 2, "the jobs must have crossed rotation boundaries to prove anything"
+
+
+@pytest.mark.slow
+def test_a_job_started_beside_a_hub_reaches_it_through_the_environment_and_drains_at_exit(
+    tmp_path: Path, run_id: str, subprocess_env: dict[str, str]
+) -> None:
+    hub_log = tmp_path / "hub.log"
+    config = {
+        "version": 1,
+        "handlers": {"file": {"class": "logging.FileHandler", "filename": str(hub_log)}},
+        "root": {"level": "DEBUG", "handlers": ["file"]},
+    }
+    (tmp_path / "hub.json").write_text(json.dumps(config))
+    sock = tmp_path / "hub.sock"
+    hub = subprocess.Popen(
+        [sys.executable, "-m", "flocklog.cli", "serve", "--config", str(tmp_path / "hub.json"), "--unix", str(sock)],
+        env=subprocess_env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists() or not _answers(f"unix:{sock}"):
+            assert hub.poll() is None and time.monotonic() < deadline, "flocklog serve did not come up"
+            time.sleep(0.05)
+        env = dict(subprocess_env, FLOCKLOG_HUB_ADDRESS=f"unix:{sock}", FLOCKLOG_HUB_SPOOL_DIR=str(tmp_path / "sp"))
+        assert _job(tmp_path, env, run_id, "cron", 2000, 0.0, "hub") == "2000"
+    finally:
+        hub.terminate()
+        hub.wait(30)
+    seqs = sorted(s.seq for s in map(parse_stamp, hub_log.read_text().splitlines()) if s and s.run == run_id)
+    assert seqs == list(range(2000)), "every record of a job that just exits reaches the hub, once"
+
+
+def _answers(address: str) -> bool:
+    try:
+        query_status(address, timeout=1.0)
+    except flocklog.HubError:
+        return False
+    return True
+
+
+def test_configuring_again_replaces_the_earlier_handler_and_keeps_other_libraries_ones(
+    tmp_path: Path, root_logger: logging.Logger
+) -> None:
+    theirs = logging.StreamHandler(sys.stderr)
+    root_logger.addHandler(theirs)
+    first = flocklog.configure(tmp_path / "first.log", when="H")
+    second = flocklog.configure(tmp_path / "second.log", when=None, max_bytes=1_000_000, level="DEBUG")
+    assert isinstance(second, flocklog.RotatingFileHandler)
+    assert not isinstance(second, flocklog.TimedRotatingFileHandler)
+    assert first not in root_logger.handlers and second in root_logger.handlers and theirs in root_logger.handlers
+    log = logging.getLogger("app.step")
+    log.addFilter(StampFilter())
+    log.debug("only once, only in the second file")
+    second.flush()
+    assert (tmp_path / "first.log").read_text() == ""
+    lines = (tmp_path / "second.log").read_text().splitlines()
+    assert len(lines) == 1 and "only once" in lines[0] and lines[0].startswith("DEBUG ")
+    root_logger.removeHandler(theirs)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        (("x.log",), {"hub": "unix:/tmp/h.sock"}, "not both"),
+        ((), {}, "nothing to log to"),
+        (("missing/x.log",), {}, "does not exist"),
+        (("x.log",), {"when": None}, "max_bytes > 0"),
+        (("x.log",), {"when": "fortnightly"}, "fortnightly"),
+        (("x.log",), {"level": "LOUD"}, "unknown log level"),
+        ((), {"hub": "carrier-pigeon:/x"}, "carrier-pigeon"),
+    ],
+)
+def test_a_bad_call_is_a_config_error_and_installs_nothing(
+    args: tuple[str, ...],
+    kwargs: dict[str, object],
+    message: str,
+    tmp_path: Path,
+    root_logger: logging.Logger,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FLOCKLOG_HUB_ADDRESS", raising=False)
+    before = list(root_logger.handlers)
+    with pytest.raises(ConfigError, match=message):
+        flocklog.configure(*args, **kwargs)  # type: ignore[arg-type]  # deliberately wrong values
+    assert root_logger.handlers == before
