@@ -6,6 +6,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,7 +53,7 @@ def _job(tmp_path: Path, env: dict[str, str], run: str, writer: str, count: int,
 
 @pytest.fixture
 def root_logger() -> Iterator[logging.Logger]:
-    """The root logger, given back to the next test as this one found it."""
+    """The root logger, given back to the next test as this one found it (configure() may have replaced some)."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield root
@@ -60,6 +61,7 @@ def root_logger() -> Iterator[logging.Logger]:
         if handler not in handlers:
             root.removeHandler(handler)
             handler.close()
+    root.handlers[:] = handlers
     root.setLevel(level)
 
 
@@ -98,11 +100,12 @@ def test_a_job_started_beside_a_hub_reaches_it_through_the_environment_and_drain
     }
     (tmp_path / "hub.json").write_text(json.dumps(config))
     sock = tmp_path / "hub.sock"
+    hub_out = (tmp_path / "hub.out").open("wb")
     hub = subprocess.Popen(
         [sys.executable, "-m", "flocklog.cli", "serve", "--config", str(tmp_path / "hub.json"), "--unix", str(sock)],
         env=subprocess_env,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=hub_out,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 30
@@ -114,6 +117,7 @@ def test_a_job_started_beside_a_hub_reaches_it_through_the_environment_and_drain
     finally:
         hub.terminate()
         hub.wait(30)
+        hub_out.close()
     seqs = sorted(s.seq for s in map(parse_stamp, hub_log.read_text().splitlines()) if s and s.run == run_id)
     assert seqs == list(range(2000)), "every record of a job that just exits reaches the hub, once"
 
@@ -144,6 +148,56 @@ def test_configuring_again_replaces_the_earlier_handler_and_keeps_other_librarie
     lines = (tmp_path / "second.log").read_text().splitlines()
     assert len(lines) == 1 and "only once" in lines[0] and lines[0].startswith("DEBUG ")
     root_logger.removeHandler(theirs)
+    theirs.close()
+
+
+def test_reconfiguring_while_another_thread_logs_loses_and_doubles_nothing(
+    tmp_path: Path, root_logger: logging.Logger
+) -> None:
+    log_file = tmp_path / "busy.log"
+    flocklog.configure(log_file, when="H")
+    log = logging.getLogger("app.busy")
+    done = threading.Event()
+    logged = 0
+
+    def keep_logging() -> None:
+        nonlocal logged
+        while not done.is_set():
+            log.info("record %d", logged)
+            logged += 1
+
+    thread = threading.Thread(target=keep_logging)
+    thread.start()
+    try:
+        for _ in range(100):
+            flocklog.configure(log_file, when="H")
+    finally:
+        done.set()
+        thread.join()
+    lines = log_file.read_text().splitlines()
+    assert [int(line.rsplit(" ", 1)[1]) for line in lines] == list(range(logged))
+    assert logged > 100, "the thread must have logged across the swaps"
+
+
+def test_a_flocklog_handler_put_on_the_root_by_dict_config_is_replaced_not_doubled(
+    tmp_path: Path, root_logger: logging.Logger
+) -> None:
+    import logging.config
+
+    log_file = tmp_path / "app.log"
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {"f": {"class": "flocklog.TimedRotatingFileHandler", "filename": str(log_file), "when": "H"}},
+            "root": {"handlers": ["f"], "level": "INFO"},
+        }
+    )
+    flocklog.configure(log_file, when="H")
+    logging.getLogger("app").info("once")
+    assert len(root_logger.handlers) == 1
+    assert [line for line in log_file.read_text().splitlines() if "once" in line] != []
+    assert len(log_file.read_text().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
@@ -156,6 +210,10 @@ def test_configuring_again_replaces_the_earlier_handler_and_keeps_other_librarie
         (("x.log",), {"when": "fortnightly"}, "fortnightly"),
         (("x.log",), {"level": "LOUD"}, "unknown log level"),
         ((), {"hub": "carrier-pigeon:/x"}, "carrier-pigeon"),
+        ((), {"hub": ""}, "nothing to log to"),
+        ((), {"hub": "unix:/tmp/h.sock", "when": "H", "max_bytes": 5}, "max_bytes, when configure log files"),
+        (("x.log",), {"when": None, "max_bytes": 10, "utc": True}, "belong to timed rotation"),
+        (("x.log",), {"format": "%(asctime)s %(message)s"}, "pass style='%'"),
     ],
 )
 def test_a_bad_call_is_a_config_error_and_installs_nothing(
@@ -172,3 +230,4 @@ def test_a_bad_call_is_a_config_error_and_installs_nothing(
     with pytest.raises(ConfigError, match=message):
         flocklog.configure(*args, **kwargs)  # type: ignore[arg-type]  # deliberately wrong values
     assert root_logger.handlers == before
+    assert list(tmp_path.iterdir()) == [], "nothing is created before every argument has been checked"

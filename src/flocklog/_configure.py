@@ -9,19 +9,22 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from flocklog.contrib import (
-    HUB_ADDRESS_ENV,
-    PID_TID_FORMAT,
-    FileSettings,
-    hub_handler,
-    install_root_handler,
-    level_number,
-)
+from flocklog.contrib import HUB_ADDRESS_ENV, PID_TID_FORMAT, hub_handler, install_root_handler, level_number
 from flocklog.errors import ConfigError
 
 __all__ = ["configure"]
+
+_FILE_DEFAULTS: dict[str, Any] = {
+    "when": "midnight",
+    "interval": 1,
+    "backup_count": 7,
+    "max_bytes": 0,
+    "utc": False,
+    "compress": False,
+    "max_age": None,
+}
 
 
 def configure(
@@ -44,30 +47,64 @@ def configure(
     - ``log_file``: a :class:`flocklog.TimedRotatingFileHandler` rotating at ``when`` (and at ``max_bytes`` if
       set), or with ``when=None`` a size-only :class:`flocklog.RotatingFileHandler`. Processes that never met
       each other (a cron job next to gunicorn workers) can share the set: the lock file, not a parent, is what
-      they agree through.
+      they agree through. A relative path is resolved now, against the working directory (cron's is ``$HOME``).
     - ``hub``: a :class:`flocklog.HubHandler` to ``unix:/path`` or ``tcp:host:port``. A hub that does not answer
-      is not an error here: records are spooled locally and replayed once it answers.
+      is not an error here: records are spooled locally and replayed once it answers. The file options belong
+      to the hub then, and passing one is an error rather than something silently ignored.
     - neither: ``$FLOCKLOG_HUB_ADDRESS`` if set (a process started by a server that runs a hub), else an error.
 
-    Calling it again replaces the handler an earlier call (or an integration) installed rather than adding a
-    second one, so a record is never written twice. Handlers of other libraries on the root logger are kept.
+    ``level`` is set on the root logger, as ``logging.basicConfig(level=...)`` does. Calling again replaces
+    flocklog's handler on the root logger (one installed by an earlier call, an integration or a dictConfig naming
+    a flocklog class) in one step, so no record is lost or written twice meanwhile; other handlers stay. Call it
+    after a framework has set up logging: Django's, Celery's and uvicorn's set-up replace the root's handlers
+    (use :mod:`flocklog.contrib` there instead).
     """
     if log_file is not None and hub is not None:
         raise ConfigError("pass log_file (this process writes the files) or hub (the hub writes them), not both")
-    level_number(level)  # an unknown level fails here, before anything is installed
+    level_number(level)  # everything is checked before a file, a socket or a thread exists
+    formatter = _formatter(format, style)
     if log_file is None:
-        address = hub or os.environ.get(HUB_ADDRESS_ENV)
+        address = hub if hub is not None else os.environ.get(HUB_ADDRESS_ENV)
         if not address:
             raise ConfigError(
-                f"nothing to log to: pass log_file='logs/app.log' or hub='unix:/path', or set {HUB_ADDRESS_ENV}"
+                f"nothing to log to: pass log_file='/var/log/app/app.log' or hub='unix:/path', or set {HUB_ADDRESS_ENV}"
             )
-        files = FileSettings(log_file="unused", level=level, format=format, style=style)
-        handler = hub_handler(address, files)
+        given: dict[str, Any] = {
+            "when": when,
+            "interval": interval,
+            "backup_count": backup_count,
+            "max_bytes": max_bytes,
+            "utc": utc,
+            "compress": compress,
+            "max_age": max_age,
+        }
+        misplaced = sorted(name for name, value in given.items() if value != _FILE_DEFAULTS[name])
+        if misplaced:
+            raise ConfigError(
+                f"{', '.join(misplaced)} configure log files, and with a hub its own handlers write them: "
+                "set them where the hub runs (flocklog serve --config, or the integration that starts it)"
+            )
+        handler = hub_handler(address, None)
     else:
         handler = _file_handler(log_file, when, interval, backup_count, max_bytes, utc, compress, max_age)
-        handler.setFormatter(logging.Formatter(format, style=style))
-    install_root_handler(handler, level)
+    handler.setFormatter(formatter)
+    install_root_handler(handler, level, also=_is_flocklog_handler)
     return handler
+
+
+def _formatter(format: str, style: Literal["%", "{", "$"]) -> logging.Formatter:
+    try:
+        return logging.Formatter(format, style=style)
+    except ValueError as exc:  # "invalid format: no fields" says nothing about which style was expected
+        raise ConfigError(
+            f"format {format!r} is not a valid {style}-style format ({exc}): pass style='%' for "
+            "'%(message)s' formats, style='{' for '{message}' ones"
+        ) from None
+
+
+def _is_flocklog_handler(handler: logging.Handler) -> bool:
+    """A flocklog handler that dictConfig (or the user) put on the root: left there, every record goes out twice."""
+    return type(handler).__module__.startswith("flocklog.")
 
 
 def _file_handler(
@@ -86,6 +123,8 @@ def _file_handler(
     if when is None:
         if max_bytes <= 0:
             raise ConfigError("when=None rotates by size only: give max_bytes > 0 (or a when, such as 'midnight')")
+        if interval != 1 or utc:
+            raise ConfigError("interval and utc belong to timed rotation, and when=None rotates by size only")
         return RotatingFileHandler(
             path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8", compress=compress, max_age=max_age
         )

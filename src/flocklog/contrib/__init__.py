@@ -13,7 +13,7 @@ import os
 import socket
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,9 @@ PID_TID_FORMAT = "{levelname} {asctime} {module} [PID:{process}, TID:{thread}] {
 # Handlers this package installed carry this attribute, so a second integration in the same process (Django's
 # ready() inside a Celery worker) sees the first one's work and does not log every record twice.
 _MARK = "_flocklog_contrib"
+
+#: logging's module lock (addHandler/removeHandler take it); private, but present from 3.10 to 3.14.
+_LOGGING_LOCK: Any = getattr(logging, "_lock", None) or contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -213,21 +216,30 @@ def hub_handler(address: str | None, files: FileSettings | None) -> logging.Hand
     return handler
 
 
-def install_root_handler(handler: logging.Handler, level: str | int, *, replace: bool = True) -> bool:
+def install_root_handler(
+    handler: logging.Handler,
+    level: str | int,
+    *,
+    replace: bool = True,
+    also: Callable[[logging.Handler], bool] | None = None,
+) -> bool:
     """Put ``handler`` on the root logger, replacing (or, with ``replace=False``, deferring to) earlier ones.
 
-    Returns False when ``replace`` is off and another integration already installed a flocklog handler.
+    Earlier ones are the handlers this package installed, plus those ``also`` accepts. Returns False when
+    ``replace`` is off and another integration already installed a flocklog handler.
     """
     root = logging.getLogger()
-    ours = [h for h in root.handlers if getattr(h, _MARK, False)]
-    if ours and not replace:
-        return False
-    for old in ours:
-        root.removeHandler(old)
-        _close_quietly(old)
     setattr(handler, _MARK, True)
-    root.addHandler(handler)
+    # One swap of the list, under the lock addHandler() takes: a thread logging meanwhile sees the old handlers or
+    # the new one, never neither (removing, closing, then adding lost every record logged in between).
+    with _LOGGING_LOCK:
+        ours = [h for h in root.handlers if getattr(h, _MARK, False) or (also is not None and also(h))]
+        if ours and not replace:
+            return False
+        root.handlers = [h for h in root.handlers if h not in ours] + [handler]
     root.setLevel(level_number(level))
+    for old in ours:  # outside the lock: a hub client's close() drains, which may take seconds
+        _close_quietly(old)
     return True
 
 
