@@ -19,9 +19,11 @@ from flocklog.pipeline.transports import CeleryTransport, receipt_client
     ("name", "value", "expected"),
     [
         ("FLOCKLOG_BROKER_TIMEOUT", "3s", "is not a number"),
-        ("FLOCKLOG_BROKER_TIMEOUT", "0", "must be at least"),
-        ("FLOCKLOG_BROKER_TIMEOUT", "nan", "must be at least"),
-        ("FLOCKLOG_VISIBILITY_TIMEOUT", "-5", "must be at least"),
+        ("FLOCKLOG_BROKER_TIMEOUT", "0", "of at least"),
+        ("FLOCKLOG_BROKER_TIMEOUT", "nan", "must be a finite number"),
+        ("FLOCKLOG_BROKER_TIMEOUT", "inf", "must be a finite number"),
+        ("FLOCKLOG_RECEIPT_TIMEOUT", "0", "at least 0.1"),
+        ("FLOCKLOG_VISIBILITY_TIMEOUT", "-5", "of at least"),
         ("FLOCKLOG_TASK_MAX_RETRIES", "2.5", "is not a whole number"),
         ("FLOCKLOG_RECEIPT_TIMEOUT", "a minute", "is not a number"),
     ],
@@ -42,6 +44,23 @@ def test_an_unknown_transport_is_refused_when_the_logger_is_built(
     monkeypatch.setenv("FLOCKLOG_TRANSPORT", "rabbit")
     with pytest.raises(ConfigError, match="unknown transport 'rabbit'"):
         ExecutionLogger("t", spool_dir=tmp_path / "spool")
+
+
+def test_status_refuses_a_bad_setting_instead_of_reporting_the_broker_unreachable(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str, tmp_path: Path
+) -> None:
+    import flocklog.pipeline.celery_app  # noqa: F401  # already built: only status's own check can catch it
+    from flocklog.pipeline.status import collect_status
+
+    monkeypatch.setenv("FLOCKLOG_BROKER_TIMEOUT", "-1")
+    with pytest.raises(ConfigError, match="FLOCKLOG_BROKER_TIMEOUT"):
+        collect_status(broker_url=redis_url, database_url=f"sqlite:///{tmp_path / 'db'}", spool_dir=str(tmp_path))
+
+
+def test_an_explicit_receipt_timeout_is_checked_too(redis_url: str) -> None:
+    for bad in (0, -3, float("inf")):
+        with pytest.raises(ConfigError, match="receipt_timeout"):
+            CeleryTransport(redis_url, receipt_timeout=bad)
 
 
 def test_the_cli_reports_a_bad_setting_in_one_line_without_a_traceback(tmp_path: Path, redis_url: str) -> None:

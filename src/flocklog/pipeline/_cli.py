@@ -22,11 +22,11 @@ def worker(broker: str | None, database: str | None, celery_args: tuple[str, ...
         os.environ["FLOCKLOG_BROKER_URL"] = broker
     if database:
         os.environ["FLOCKLOG_DATABASE_URL"] = database
-    # Build the app here first: a bad setting is then one clear line, not a traceback from inside celery.
-    from flocklog.pipeline.celery_app import make_celery_app
+    # Importing the app module builds the app (celery -A imports the same module): a bad setting fails here, as
+    # one clear line, rather than as a traceback from inside celery after the exec.
+    import flocklog.pipeline.celery_app  # noqa: F401
     from flocklog.pipeline.transports import worker_command
 
-    make_celery_app()
     args = worker_command(*celery_args)
     os.execv(sys.executable, args)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from flocklog.errors import ConfigError
 from flocklog.pipeline.transports import QUEUE, SpoolTransport, receipt_client
 
 
@@ -36,6 +37,8 @@ def collect_status(
     data: dict[str, Any] = {"broker": broker, "database": database}
     try:
         data["queue_length"] = _queue_length(broker)
+    except ConfigError:
+        raise  # a wrong setting is the user's to fix, not a state of the broker to report
     except Exception as exc:
         data["queue_length"] = f"unreachable: {exc}"
     spool = SpoolTransport(spool_dir)

@@ -7,6 +7,7 @@ batch is always somewhere: in memory, on the broker, in the database, or in a sp
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import threading
@@ -56,8 +57,8 @@ def env_number(name: str, default: float, *, integer: bool = False, minimum: flo
     except ValueError:
         kind = "a whole number" if integer else "a number"
         raise ConfigError(f"{name}={raw!r} is not {kind}") from None
-    if not value >= minimum:  # also refuses NaN
-        raise ConfigError(f"{name}={raw!r} must be at least {minimum:g}")
+    if not minimum <= value < math.inf:  # also refuses NaN, and inf (redis-py overflows on it later)
+        raise ConfigError(f"{name}={raw!r} must be a finite number of at least {minimum:g}")
     return value
 
 
@@ -73,7 +74,7 @@ def visibility_timeout() -> float:
 
 def default_receipt_timeout() -> float:
     """Seconds a producer waits for a batch's receipt before resending it (``$FLOCKLOG_RECEIPT_TIMEOUT``, 60)."""
-    return env_number("FLOCKLOG_RECEIPT_TIMEOUT", 60.0)
+    return env_number("FLOCKLOG_RECEIPT_TIMEOUT", 60.0, minimum=0.1)  # 0 would resend every batch at once
 
 
 def task_max_retries() -> int:
@@ -109,6 +110,8 @@ class CeleryTransport:
 
         url = resolve_broker_url(broker_url)
         self.app = make_celery_app(url, database_url=database_url)
+        if receipt_timeout is not None and not 0.1 <= receipt_timeout < math.inf:
+            raise ConfigError(f"receipt_timeout must be a finite number of seconds >= 0.1, got {receipt_timeout!r}")
         self.receipt_timeout = float(receipt_timeout) if receipt_timeout is not None else default_receipt_timeout()
         self._receipts = receipt_client(url)
         self.outstanding: dict[str, tuple[float, list[ExecutionRecord]]] = {}
