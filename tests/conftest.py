@@ -52,6 +52,8 @@ def _stop_orphans_of_dead_runs() -> None:
     same test (same database index) would lose batches to it. Runs still alive, such as a second suite started
     beside this one, keep their processes.
     """
+    if not Path("/proc").is_dir():  # macOS: no /proc to look in, and no orphans found this way
+        return
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue

@@ -36,6 +36,11 @@ def pids_in(log_file: Path) -> set[str]:
     return {line.split("[PID:")[1].split(",")[0] for line in lines}
 
 
+def _booted(server: Server) -> int:
+    """Workers gunicorn has started (it says so on stderr): the port answers as soon as the master binds it."""
+    return server.log.read_text("utf-8", errors="replace").count("Booting worker with pid")
+
+
 @pytest.mark.parametrize("preload", [False, True], ids=["lazy-app", "preload"])
 def test_gunicorn_four_workers_log_every_request_once_through_the_masters_hub(
     preload: bool, tmp_path: Path, run_id: str, subprocess_env: dict[str, str], start_server: Callable[..., Server]
@@ -48,6 +53,7 @@ def test_gunicorn_four_workers_log_every_request_once_through_the_masters_hub(
     args = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *(["--preload"] if preload else []), "app:app"]
     server = start_server(args, cwd=app_dir, env=env, log=tmp_path / "gunicorn.out")
     wait_for_port(port, server)
+    wait_until(lambda: _booted(server) >= 4, 60, "gunicorn to boot 4 workers", server.output)
     started = time.monotonic()
     hammer(f"http://127.0.0.1:{port}/", run_id, REQUESTS)
     if time.monotonic() - started < 2.5:
