@@ -1,0 +1,38 @@
+"""How HubHandler cuts its buffer into batches: never a frame over the limit, every record once, in order."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+from flocklog.hub import start_hub
+from flocklog.hub.client import HubHandler
+
+MAX_FRAME = 6000  # small, so that byte size, not batch_size, decides where most batches end
+
+
+def test_batches_are_cut_to_the_frame_limit_and_every_record_arrives_once_in_order(tmp_path: Path) -> None:
+    log_path = tmp_path / "hub.log"
+    file_handler = logging.FileHandler(log_path)
+    rng = random.Random(7)
+    # Mostly small records, some large, and a few too large for any frame (truncated by the client to the limit,
+    # then sent alone): each kind lands at a different place relative to a batch's byte boundary.
+    sizes = [rng.choice([rng.randint(1, 200), rng.randint(200, 3000), 9000]) for _ in range(1500)]
+    with start_hub([file_handler], max_frame=MAX_FRAME) as hub:
+        handler = HubHandler(hub.address, spool_dir=tmp_path / "spool", max_frame=MAX_FRAME, batch_size=512)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        for index, size in enumerate(sizes):
+            handler.handle(logging.makeLogRecord({"msg": f"{index:05d} " + "x" * size, "levelno": logging.INFO}))
+        assert handler.drain(30)
+        stats = handler.stats()
+        handler.close()
+        hub_stats = hub.status()
+    file_handler.close()
+    assert stats["dropped_rejected"] == stats["spooled"] == stats["dropped_full"] == 0, stats
+    assert hub_stats["malformed"] == 0, hub_stats
+    numbers = [int(line[:5]) for line in log_path.read_text().splitlines() if line[:5].isdigit()]
+    assert numbers == list(range(len(sizes)))
+    assert stats["truncated"] == sizes.count(9000) > 0
+    # 1500 records averaging ~1.3 KB cannot travel in 3 batches of 512: the byte limit cut them.
+    assert stats["batches"] >= sum(min(s, MAX_FRAME) for s in sizes) // MAX_FRAME
