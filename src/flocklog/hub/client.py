@@ -148,6 +148,7 @@ class HubHandler(logging.Handler):
                 "reconnects",
                 "connect_failures",
                 "adopted_spools",
+                "reopened",
             ),
             0,
         )
@@ -177,7 +178,7 @@ class HubHandler(logging.Handler):
 
     def _enqueue(self, data: bytes, truncated: bool) -> None:
         with self._mutex:
-            if self._closed:
+            if self._closed and (_exiting or sys.is_finalizing() or not self._reopen_locked()):
                 self._warn_once("closed", "flocklog HubHandler: record emitted after close() was spooled")
                 self._spool_batches([[data]])
                 return
@@ -513,6 +514,23 @@ class HubHandler(logging.Handler):
         _HANDLERS.discard(self)
         super().close()
 
+    def _reopen_locked(self) -> bool:
+        """Take records again after close(), as the stdlib's FileHandler and SocketHandler do (called with _mutex).
+
+        A non-incremental dictConfig (Django's, uvicorn's, gunicorn's) closes every handler it finds but leaves a
+        closed one on the root logger when its config has no root; spooling everything from then on would hold
+        the records back until this process is dead. Not at exit (the process is going) and not while a stuck
+        sender still owns the spool file.
+        """
+        if self._pid != os.getpid() or (self._thread is not None and self._thread.is_alive()):
+            return False
+        self._closed = self._closing = False
+        self._deadline = float("inf")
+        self._thread = None  # the append that follows starts a sender; it replays what close() spooled first
+        self._stats["reopened"] += 1
+        _HANDLERS.add(self)
+        return True
+
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
@@ -528,8 +546,13 @@ def _after_fork_in_child() -> None:
         handler._after_fork_in_child()
 
 
+_exiting = False  # set once the exit drain has begun: from then on a closed handler spools, it does not reopen
+
+
 def _drain_all_at_exit() -> None:
     """Runs before the interpreter (or a multiprocessing child, which skips atexit) joins its threads."""
+    global _exiting
+    _exiting = True
     for handler in list(_HANDLERS):
         with contextlib.suppress(Exception):
             handler.close()
