@@ -7,9 +7,11 @@ import logging
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
-from flocklog.hub import start_hub
+from flocklog.hub import frames, start_hub
 from flocklog.hub.client import HubHandler
 
 
@@ -80,3 +82,56 @@ def test_a_record_logged_while_the_process_exits_is_spooled_and_replayed_later(
         adopter.close()
     file_handler.close()
     assert _messages(log_path) == ["while running", "during exit", "next run"]
+
+
+def _spooled_messages(spool: Path) -> list[str]:
+    """Messages waiting in spool files: each a run of (header, msgpack batch) frames."""
+    found: list[str] = []
+    for path in sorted(spool.glob("*.spool")):
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            (size,) = frames.HEADER.unpack_from(data, pos)
+            pos += frames.HEADER.size
+            batch = frames.unpack(data[pos : pos + size])
+            pos += size
+            found += [frames.decode_record(rec)["msg"] for rec in batch["recs"]]
+    return found
+
+
+def test_threads_logging_through_repeated_closes_lose_and_double_nothing(tmp_path: Path) -> None:
+    log_path = tmp_path / "hub.log"
+    spool = tmp_path / "spool"
+    file_handler = logging.FileHandler(log_path)
+    with start_hub([file_handler]) as hub:
+        handler = HubHandler(hub.address, spool_dir=spool, when_full="block")
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        done = threading.Event()
+        counts = [0] * 4
+
+        def keep_logging(slot: int) -> None:
+            while not done.is_set():
+                handler.handle(logging.makeLogRecord({"msg": f"t{slot}-{counts[slot]}", "levelno": logging.INFO}))
+                counts[slot] += 1
+
+        threads = [threading.Thread(target=keep_logging, args=(slot,)) for slot in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            for _ in range(20):  # what a dictConfig applied over and over would do
+                time.sleep(0.02)
+                handler.close()
+        finally:
+            done.set()
+            for thread in threads:
+                thread.join()
+        handler.close()
+        stats = handler.stats()
+    file_handler.close()
+    expected = {f"t{slot}-{i}" for slot in range(4) for i in range(counts[slot])}
+    delivered = _messages(log_path)
+    spooled = _spooled_messages(spool)
+    assert len(delivered) == len(set(delivered)), "a record was delivered twice"
+    assert set(delivered).isdisjoint(spooled), "a record is both delivered and still spooled"
+    assert set(delivered) | set(spooled) == expected and len(delivered) + len(spooled) == len(expected)
+    assert stats["reopened"] >= 10 and stats["dropped_spool_error"] == stats["dropped_full"] == 0, stats

@@ -110,6 +110,7 @@ class HubHandler(logging.Handler):
         self._cid = uuid.uuid4().hex
         self._seq = 0
         self._mutex = threading.Lock()
+        self._lifecycle = threading.Lock()  # held for the whole of close(): a reopen never overlaps its tail
         self._space = threading.Condition(self._mutex)
         self._wake = threading.Event()
         self._idle = threading.Condition(threading.Lock())
@@ -482,9 +483,15 @@ class HubHandler(logging.Handler):
 
     def close(self) -> None:
         """Drain within ``drain_timeout``; whatever is still unsent then goes to the spool file, never lost."""
-        if self._pid != os.getpid() or self._closed:
+        if self._pid != os.getpid():
             super().close()
             return
+        with self._lifecycle:
+            if not self._closed:
+                self._close_now()
+        super().close()
+
+    def _close_now(self) -> None:
         thread = self._thread
         with self._mutex:
             self._closing = True
@@ -493,26 +500,27 @@ class HubHandler(logging.Handler):
         self._wake.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(self.drain_timeout + self.connect_timeout + 1.0)
+        # Under the mutex to the end: a record emitted meanwhile waits, then spools to a file this has finished
+        # with, rather than writing to one this is closing.
         with self._mutex:
             self._closed = True
             leftovers = list(self._buf)
             self._buf.clear()
-            if thread is None or not thread.is_alive():
+            stopped = thread is None or not thread.is_alive()
+            if stopped:
                 leftovers[:0] = self._carry[self._carry_pos :]  # the sender is gone: its share is ours, and older
                 self._carry, self._carry_pos = [], 0
-        if thread is None or not thread.is_alive():
-            if leftovers:
-                self._deadline = 0.0
-                self._spool_batches(
-                    [leftovers[i : i + self.batch_size] for i in range(0, len(leftovers), self.batch_size)]
-                )
-            self._close_spool()
-            self._close_session()
-        elif leftovers:  # the sender is stuck in a send (bounded by the socket timeout); do not race its files
+                if leftovers:
+                    self._deadline = 0.0
+                    self._spool_batches(
+                        [leftovers[i : i + self.batch_size] for i in range(0, len(leftovers), self.batch_size)]
+                    )
+                self._close_spool()
+                self._close_session()
+        if not stopped and leftovers:  # the sender is stuck in a send (bounded by its socket timeout): not its files
             self._warn_once("stuck", f"flocklog HubHandler: sender stuck at close; {len(leftovers)} records lost")
             self._stats["dropped_spool_error"] += len(leftovers)
         _HANDLERS.discard(self)
-        super().close()
 
     def _reopen_locked(self) -> bool:
         """Take records again after close(), as the stdlib's FileHandler and SocketHandler do (called with _mutex).
@@ -524,11 +532,16 @@ class HubHandler(logging.Handler):
         """
         if self._pid != os.getpid() or (self._thread is not None and self._thread.is_alive()):
             return False
-        self._closed = self._closing = False
-        self._deadline = float("inf")
-        self._thread = None  # the append that follows starts a sender; it replays what close() spooled first
-        self._stats["reopened"] += 1
-        _HANDLERS.add(self)
+        if not self._lifecycle.acquire(blocking=False):
+            return False  # close() is still spooling and closing files: this record joins what it spools
+        try:
+            self._closed = self._closing = False
+            self._deadline = float("inf")
+            self._thread = None  # the append that follows starts a sender; it replays what close() spooled first
+            self._stats["reopened"] += 1
+            _HANDLERS.add(self)
+        finally:
+            self._lifecycle.release()
         return True
 
     def _warn_once(self, key: str, message: str) -> None:
