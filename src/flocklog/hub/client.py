@@ -126,7 +126,9 @@ class HubHandler(logging.Handler):
         self._next_connect = 0.0
         self._last_batch = -1e9
         self._closing = False
-        self._closed = False
+        # Our own flag, not logging.Handler's _closed: Handler.close() sets that one, and it must not be able to
+        # mark closed a handler that a record has just reopened.
+        self._shut = False
         self._deadline = float("inf")
         self._spool_path = self.spool_dir / f"{self._pid}-{self._cid}.spool"
         self._spool_file: BinaryIO | None = None
@@ -179,7 +181,7 @@ class HubHandler(logging.Handler):
 
     def _enqueue(self, data: bytes, truncated: bool) -> None:
         with self._mutex:
-            if self._closed and (_exiting or sys.is_finalizing() or not self._reopen_locked()):
+            if self._shut and (_exiting or sys.is_finalizing() or not self._reopen_locked()):
                 self._warn_once("closed", "flocklog HubHandler: record emitted after close() was spooled")
                 self._spool_batches([[data]])
                 return
@@ -486,10 +488,10 @@ class HubHandler(logging.Handler):
         if self._pid != os.getpid():
             super().close()
             return
-        with self._lifecycle:
-            if not self._closed:
+        with self._lifecycle:  # a record that arrives meanwhile is spooled; one after it reopens the handler
+            if not self._shut:
                 self._close_now()
-        super().close()
+            super().close()
 
     def _close_now(self) -> None:
         thread = self._thread
@@ -503,7 +505,7 @@ class HubHandler(logging.Handler):
         # Under the mutex to the end: a record emitted meanwhile waits, then spools to a file this has finished
         # with, rather than writing to one this is closing.
         with self._mutex:
-            self._closed = True
+            self._shut = True
             leftovers = list(self._buf)
             self._buf.clear()
             stopped = thread is None or not thread.is_alive()
@@ -535,7 +537,7 @@ class HubHandler(logging.Handler):
         if not self._lifecycle.acquire(blocking=False):
             return False  # close() is still spooling and closing files: this record joins what it spools
         try:
-            self._closed = self._closing = False
+            self._shut = self._closing = False
             self._deadline = float("inf")
             self._thread = None  # the append that follows starts a sender; it replays what close() spooled first
             self._stats["reopened"] += 1
