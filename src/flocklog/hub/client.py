@@ -110,7 +110,6 @@ class HubHandler(logging.Handler):
         self._cid = uuid.uuid4().hex
         self._seq = 0
         self._mutex = threading.Lock()
-        self._lifecycle = threading.Lock()  # held for the whole of close(): a reopen never overlaps its tail
         self._space = threading.Condition(self._mutex)
         self._wake = threading.Event()
         self._idle = threading.Condition(threading.Lock())
@@ -126,9 +125,7 @@ class HubHandler(logging.Handler):
         self._next_connect = 0.0
         self._last_batch = -1e9
         self._closing = False
-        # Our own flag, not logging.Handler's _closed: Handler.close() sets that one, and it must not be able to
-        # mark closed a handler that a record has just reopened.
-        self._shut = False
+        self._closed = False
         self._deadline = float("inf")
         self._spool_path = self.spool_dir / f"{self._pid}-{self._cid}.spool"
         self._spool_file: BinaryIO | None = None
@@ -151,7 +148,6 @@ class HubHandler(logging.Handler):
                 "reconnects",
                 "connect_failures",
                 "adopted_spools",
-                "reopened",
             ),
             0,
         )
@@ -181,7 +177,7 @@ class HubHandler(logging.Handler):
 
     def _enqueue(self, data: bytes, truncated: bool) -> None:
         with self._mutex:
-            if self._shut and (_exiting or sys.is_finalizing() or not self._reopen_locked()):
+            if self._closed:
                 self._warn_once("closed", "flocklog HubHandler: record emitted after close() was spooled")
                 self._spool_batches([[data]])
                 return
@@ -485,15 +481,9 @@ class HubHandler(logging.Handler):
 
     def close(self) -> None:
         """Drain within ``drain_timeout``; whatever is still unsent then goes to the spool file, never lost."""
-        if self._pid != os.getpid():
+        if self._pid != os.getpid() or self._closed:
             super().close()
             return
-        with self._lifecycle:  # a record that arrives meanwhile is spooled; one after it reopens the handler
-            if not self._shut:
-                self._close_now()
-            super().close()
-
-    def _close_now(self) -> None:
         thread = self._thread
         with self._mutex:
             self._closing = True
@@ -502,49 +492,26 @@ class HubHandler(logging.Handler):
         self._wake.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(self.drain_timeout + self.connect_timeout + 1.0)
-        # Under the mutex to the end: a record emitted meanwhile waits, then spools to a file this has finished
-        # with, rather than writing to one this is closing.
         with self._mutex:
-            self._shut = True
+            self._closed = True
             leftovers = list(self._buf)
             self._buf.clear()
-            stopped = thread is None or not thread.is_alive()
-            if stopped:
+            if thread is None or not thread.is_alive():
                 leftovers[:0] = self._carry[self._carry_pos :]  # the sender is gone: its share is ours, and older
                 self._carry, self._carry_pos = [], 0
-                if leftovers:
-                    self._deadline = 0.0
-                    self._spool_batches(
-                        [leftovers[i : i + self.batch_size] for i in range(0, len(leftovers), self.batch_size)]
-                    )
-                self._close_spool()
-                self._close_session()
-        if not stopped and leftovers:  # the sender is stuck in a send (bounded by its socket timeout): not its files
+        if thread is None or not thread.is_alive():
+            if leftovers:
+                self._deadline = 0.0
+                self._spool_batches(
+                    [leftovers[i : i + self.batch_size] for i in range(0, len(leftovers), self.batch_size)]
+                )
+            self._close_spool()
+            self._close_session()
+        elif leftovers:  # the sender is stuck in a send (bounded by the socket timeout); do not race its files
             self._warn_once("stuck", f"flocklog HubHandler: sender stuck at close; {len(leftovers)} records lost")
             self._stats["dropped_spool_error"] += len(leftovers)
         _HANDLERS.discard(self)
-
-    def _reopen_locked(self) -> bool:
-        """Take records again after close(), as the stdlib's FileHandler and SocketHandler do (called with _mutex).
-
-        A non-incremental dictConfig (Django's, uvicorn's, gunicorn's) closes every handler it finds but leaves a
-        closed one on the root logger when its config has no root; spooling everything from then on would hold
-        the records back until this process is dead. Not at exit (the process is going) and not while a stuck
-        sender still owns the spool file.
-        """
-        if self._pid != os.getpid() or (self._thread is not None and self._thread.is_alive()):
-            return False
-        if not self._lifecycle.acquire(blocking=False):
-            return False  # close() is still spooling and closing files: this record joins what it spools
-        try:
-            self._shut = self._closing = False
-            self._deadline = float("inf")
-            self._thread = None  # the append that follows starts a sender; it replays what close() spooled first
-            self._stats["reopened"] += 1
-            _HANDLERS.add(self)
-        finally:
-            self._lifecycle.release()
-        return True
+        super().close()
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -561,13 +528,8 @@ def _after_fork_in_child() -> None:
         handler._after_fork_in_child()
 
 
-_exiting = False  # set once the exit drain has begun: from then on a closed handler spools, it does not reopen
-
-
 def _drain_all_at_exit() -> None:
     """Runs before the interpreter (or a multiprocessing child, which skips atexit) joins its threads."""
-    global _exiting
-    _exiting = True
     for handler in list(_HANDLERS):
         with contextlib.suppress(Exception):
             handler.close()
