@@ -125,6 +125,7 @@ class HubHandler(logging.Handler):
         self._next_connect = 0.0
         self._last_batch = -1e9
         self._closing = False
+        self._close_quota = 0  # records a close() in progress still waits for the sender to send
         self._closed = False
         self._deadline = float("inf")
         self._spool_path = self.spool_dir / f"{self._pid}-{self._cid}.spool"
@@ -198,7 +199,7 @@ class HubHandler(logging.Handler):
                         self._wake.set()
                         self._space.wait(0.1)
             self._buf.append(data)
-            if self._thread is None:
+            if self._thread is None and not self._closing:  # during close(), its own tail spools what is left
                 self._start_sender()
         if not self._wake.is_set():
             self._wake.set()
@@ -252,17 +253,20 @@ class HubHandler(logging.Handler):
             while True:
                 if self._pending_spools and not self._past_deadline():
                     self._try_replay()
+                if self._closing and self._close_quota <= 0:
+                    break  # what was buffered when close() began is out; close() spools anything newer
                 batch = self._take_batch()
                 if not batch:
                     break
                 self._deliver(batch)
+                if self._closing:
+                    self._close_quota -= len(batch)
                 self._batch_done()
             with self._idle:
                 self._idle.notify_all()
             if (
                 self._closing
-                and not self._buf
-                and not self._carry
+                and (self._close_quota <= 0 or (not self._buf and not self._carry))
                 and (not self._pending_spools or self._past_deadline())
             ):
                 self._close_session()
@@ -486,28 +490,33 @@ class HubHandler(logging.Handler):
             return
         thread = self._thread
         with self._mutex:
+            # The sender drains what is buffered now, not what other threads go on logging: under a steady stream
+            # "until the buffer is empty" never came, and close() waited out its timeout (6 s, measured).
+            self._close_quota = len(self._buf) + self._carry_len + self._inflight
             self._closing = True
             self._deadline = time.monotonic() + self.drain_timeout
             self._space.notify_all()
         self._wake.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(self.drain_timeout + self.connect_timeout + 1.0)
+        # Under the mutex to the end: a record emitted meanwhile waits, then spools to a file this has finished
+        # with, rather than writing to one this is closing.
         with self._mutex:
             self._closed = True
             leftovers = list(self._buf)
             self._buf.clear()
-            if thread is None or not thread.is_alive():
+            stopped = thread is None or not thread.is_alive()
+            if stopped:
                 leftovers[:0] = self._carry[self._carry_pos :]  # the sender is gone: its share is ours, and older
                 self._carry, self._carry_pos = [], 0
-        if thread is None or not thread.is_alive():
-            if leftovers:
-                self._deadline = 0.0
-                self._spool_batches(
-                    [leftovers[i : i + self.batch_size] for i in range(0, len(leftovers), self.batch_size)]
-                )
-            self._close_spool()
-            self._close_session()
-        elif leftovers:  # the sender is stuck in a send (bounded by the socket timeout); do not race its files
+                if leftovers:
+                    self._deadline = 0.0
+                    self._spool_batches(
+                        [leftovers[i : i + self.batch_size] for i in range(0, len(leftovers), self.batch_size)]
+                    )
+                self._close_spool()
+                self._close_session()
+        if not stopped and leftovers:  # the sender is stuck in a send (bounded by its socket timeout): not its files
             self._warn_once("stuck", f"flocklog HubHandler: sender stuck at close; {len(leftovers)} records lost")
             self._stats["dropped_spool_error"] += len(leftovers)
         _HANDLERS.discard(self)
