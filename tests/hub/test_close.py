@@ -73,3 +73,35 @@ def test_close_under_a_steady_stream_ends_soon_and_accounts_for_every_record(tmp
     assert set(delivered).isdisjoint(spooled), "a record is both delivered and still spooled"
     assert len(delivered) + len(spooled) + stats["dropped_full"] == sum(counts), stats
     assert stats["dropped_spool_error"] == 0 and len(spooled) > 0, stats
+
+
+def _child_logs(count: int) -> None:
+    log = logging.getLogger("test.hub.forked")
+    for i in range(count):
+        log.warning("child-%d", i)
+
+
+def test_a_handler_closed_before_a_fork_is_drained_when_the_child_exits(tmp_path: Path) -> None:
+    # The child gets a fresh handler from the parent's closed one; multiprocessing children skip atexit, so only
+    # flocklog's own exit drain sends what the child buffered, and it must know about that handler.
+    import multiprocessing
+
+    log_path = tmp_path / "hub.log"
+    file_handler = logging.FileHandler(log_path)
+    with start_hub([file_handler]) as hub:
+        handler = HubHandler(hub.address, spool_dir=tmp_path / "spool", when_full="block")
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log = logging.getLogger("test.hub.forked")
+        log.propagate = False
+        log.addHandler(handler)
+        try:
+            handler.close()
+            child = multiprocessing.get_context("fork").Process(target=_child_logs, args=(5000,))
+            child.start()
+            child.join(60)
+            assert child.exitcode == 0
+        finally:
+            log.removeHandler(handler)
+    file_handler.close()
+    delivered = [line for line in log_path.read_text().splitlines() if line.startswith("child-")]
+    assert delivered == [f"child-{i}" for i in range(5000)]

@@ -164,6 +164,7 @@ class HubHandler(logging.Handler):
                 with contextlib.suppress(OSError):
                     os.close(f.fileno())
         self._reset_state()
+        _HANDLERS.add(self)  # a handler the parent had closed is live again here, and must be drained at exit
 
     # -- the hot path ----------------------------------------------------------------------------------------
     def emit(self, record: logging.LogRecord) -> None:
@@ -217,9 +218,10 @@ class HubHandler(logging.Handler):
         the emitting threads may wait for the GIL: a per-record loop over a 512-record batch cost about 50 µs.
         """
         if self._carry_pos >= len(self._carry):
-            with self._mutex:
-                taken, self._buf = self._buf, collections.deque()
-            self._carry, self._carry_pos = list(taken), 0
+            with self._mutex:  # in one step: drain() must never see these records in neither place
+                self._carry, self._carry_pos = list(self._buf), 0
+                self._carry_len = len(self._carry)
+                self._buf = collections.deque()
         carry, start = self._carry, self._carry_pos
         chunk = carry[start : start + self.batch_size]
         # A record costs its bytes plus 8 of framing; keep the longest prefix whose total is within the limit.
