@@ -16,16 +16,6 @@ from flocklog.errors import ConfigError
 
 __all__ = ["configure"]
 
-_FILE_DEFAULTS: dict[str, Any] = {
-    "when": "midnight",
-    "interval": 1,
-    "backup_count": 7,
-    "max_bytes": 0,
-    "utc": False,
-    "compress": False,
-    "max_age": None,
-}
-
 
 def configure(
     log_file: str | os.PathLike[str] | None = None,
@@ -78,7 +68,8 @@ def configure(
             "compress": compress,
             "max_age": max_age,
         }
-        misplaced = sorted(name for name, value in given.items() if value != _FILE_DEFAULTS[name])
+        defaults = configure.__kwdefaults__ or {}  # the signature's own defaults, so the two can never disagree
+        misplaced = sorted(name for name, value in given.items() if value != defaults[name])
         if misplaced:
             raise ConfigError(
                 f"{', '.join(misplaced)} configure log files, and with a hub its own handlers write them: "
