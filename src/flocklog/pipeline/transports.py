@@ -57,8 +57,14 @@ def env_number(name: str, default: float, *, integer: bool = False, minimum: flo
     except ValueError:
         kind = "a whole number" if integer else "a number"
         raise ConfigError(f"{name}={raw!r} is not {kind}") from None
-    if not minimum <= value < math.inf:  # also refuses NaN, and inf (redis-py overflows on it later)
-        raise ConfigError(f"{name}={raw!r} must be a finite number of at least {minimum:g}")
+    return check_at_least(f"{name}={raw!r}", value, minimum)
+
+
+def check_at_least(what: str, value: float, minimum: float) -> float:
+    """``value`` if it is finite and at least ``minimum``; NaN and inf are refused too (redis-py overflows on inf
+    later), with a ConfigError that starts with ``what``."""
+    if not minimum <= value < math.inf:
+        raise ConfigError(f"{what} must be a finite number of at least {minimum:g}")
     return value
 
 
@@ -72,9 +78,12 @@ def visibility_timeout() -> float:
     return env_number("FLOCKLOG_VISIBILITY_TIMEOUT", 3600.0, minimum=1.0)
 
 
+MIN_RECEIPT_TIMEOUT = 0.1  # 0 would resend every outstanding batch at each check
+
+
 def default_receipt_timeout() -> float:
     """Seconds a producer waits for a batch's receipt before resending it (``$FLOCKLOG_RECEIPT_TIMEOUT``, 60)."""
-    return env_number("FLOCKLOG_RECEIPT_TIMEOUT", 60.0, minimum=0.1)  # 0 would resend every batch at once
+    return env_number("FLOCKLOG_RECEIPT_TIMEOUT", 60.0, minimum=MIN_RECEIPT_TIMEOUT)
 
 
 def task_max_retries() -> int:
@@ -110,9 +119,11 @@ class CeleryTransport:
 
         url = resolve_broker_url(broker_url)
         self.app = make_celery_app(url, database_url=database_url)
-        if receipt_timeout is not None and not 0.1 <= receipt_timeout < math.inf:
-            raise ConfigError(f"receipt_timeout must be a finite number of seconds >= 0.1, got {receipt_timeout!r}")
-        self.receipt_timeout = float(receipt_timeout) if receipt_timeout is not None else default_receipt_timeout()
+        self.receipt_timeout = (
+            check_at_least(f"receipt_timeout={receipt_timeout!r}", float(receipt_timeout), MIN_RECEIPT_TIMEOUT)
+            if receipt_timeout is not None
+            else default_receipt_timeout()
+        )
         self._receipts = receipt_client(url)
         self.outstanding: dict[str, tuple[float, list[ExecutionRecord]]] = {}
         self._lock = threading.Lock()  # the sender thread and close() both look at the outstanding batches
