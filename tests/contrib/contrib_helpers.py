@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from flocklog.testing import parse_stamp
@@ -20,9 +20,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def stamped_count(directory: Path, run: str) -> int:
-    """Stamped records of ``run`` in every file of ``directory`` (archives included); torn lines do not count."""
-    total = 0
+def log_lines(directory: Path) -> Iterator[str]:
+    """Every line of every log file in ``directory`` (archives included, lock and state files not)."""
     for path in directory.iterdir():
         if path.suffix in (".lock", ".state") or not path.is_file():
             continue
@@ -30,10 +29,21 @@ def stamped_count(directory: Path, run: str) -> int:
             text = path.read_text("utf-8", errors="replace")
         except OSError:
             continue
-        for line in text.splitlines():
-            stamp = parse_stamp(line)
-            if stamp is not None and stamp.run == run:
-                total += 1
+        yield from text.splitlines()
+
+
+def pid_of(line: str) -> str:
+    """The writer's pid in a line formatted with flocklog's PID_TID_FORMAT ("... [PID:123, TID:456] ...")."""
+    return line.split("[PID:")[1].split(",")[0]
+
+
+def stamped_count(directory: Path, run: str) -> int:
+    """Stamped records of ``run`` in every file of ``directory`` (archives included); torn lines do not count."""
+    total = 0
+    for line in log_lines(directory):
+        stamp = parse_stamp(line)
+        if stamp is not None and stamp.run == run:
+            total += 1
     return total
 
 
@@ -103,14 +113,7 @@ def wait_for_workers(log_dir: Path, marker: str, workers: int, server: Server, t
     """
 
     def started() -> set[str]:
-        pids: set[str] = set()
-        for path in log_dir.iterdir():
-            if path.suffix in (".lock", ".state") or not path.is_file():
-                continue
-            for line in path.read_text("utf-8", errors="replace").splitlines():
-                if marker in line and "[PID:" in line:
-                    pids.add(line.split("[PID:")[1].split(",")[0])
-        return pids
+        return {pid_of(line) for line in log_lines(log_dir) if marker in line and "[PID:" in line}
 
     def ready() -> bool:
         if server.proc.poll() is not None:

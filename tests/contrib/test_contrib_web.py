@@ -10,7 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from contrib_helpers import EXAMPLES, Server, free_port, hammer, wait_for_port, wait_for_workers, wait_until
+from contrib_helpers import (
+    EXAMPLES,
+    Server,
+    free_port,
+    hammer,
+    pid_of,
+    wait_for_port,
+    wait_for_workers,
+    wait_until,
+)
 
 from flocklog.verify import VerifyOptions, verify_paths
 
@@ -33,7 +42,7 @@ def pids_in(log_file: Path) -> set[str]:
     text = "".join(p.read_text() for p in log_file.parent.glob(log_file.name + "*") if not p.name.endswith(".lock"))
     lines = [line for line in text.splitlines() if "flk1" in line]
     assert all(line.count("[PID:") == 1 for line in lines), "each line must be formatted once, by its writer"
-    return {line.split("[PID:")[1].split(",")[0] for line in lines}
+    return {pid_of(line) for line in lines}
 
 
 def _booted(server: Server) -> int:
