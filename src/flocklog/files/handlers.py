@@ -16,9 +16,9 @@ import logging.handlers
 import os
 import stat
 import time
-import weakref
 from typing import Any
 
+from flocklog import _lifecycle
 from flocklog.errors import ConfigError
 from flocklog.files._lock import RotationLock
 from flocklog.files._maintenance import Maintenance, SizeArchives, TimedArchives
@@ -26,16 +26,6 @@ from flocklog.files.policies import TimePolicy
 
 PATH_CHECK_INTERVAL = 1.0  # seconds between checks that the path still names the file a process holds
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-_LIVE: weakref.WeakSet[_SafeFileMixin] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for handler in list(_LIVE):
-        handler._after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _check_directory(path: str) -> None:
@@ -94,7 +84,7 @@ class _SafeFileMixin:
         codec = self.encoding if self.encoding not in (None, "locale") else locale.getpreferredencoding(False)
         self._codec = codec or "utf-8"
         self._maintenance = Maintenance(self._lock_file, self._archives())
-        _LIVE.add(self)
+        _lifecycle.register(self, stage=_lifecycle.Stage.FILES, after_fork=_SafeFileMixin._after_fork, sigterm=False)
         if not delay:
             self._reopen()
 
@@ -197,7 +187,7 @@ class _SafeFileMixin:
             self._close_fd()
             self._maintenance.stop()
             self._lock_file.forget()
-            _LIVE.discard(self)
+            _lifecycle.unregister(self)
         finally:
             self.release()  # type: ignore[attr-defined]  # logging.Handler.release
         logging.Handler.close(self)  # type: ignore[arg-type]  # the mixin is always combined with a Handler
