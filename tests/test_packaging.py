@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 import flocklog
-from conftest import need
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,8 +29,11 @@ def _python310() -> str | None:
 def test_a_toml_hub_config_loads_on_python_3_10_after_a_plain_install(tmp_path: Path) -> None:
     """tomllib is 3.11+: on 3.10 the hub's TOML loader needs tomli, so the package must depend on it there."""
     python = _python310()
-    need(python is not None, "no Python 3.10 interpreter on this machine (pyenv install 3.10)")
-    assert python is not None
+    if python is None:  # tests/conftest.py's need(), inlined: `import conftest` is ambiguous in a full run
+        reason = "no Python 3.10 interpreter on this machine (pyenv install 3.10)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI=true: a missing interpreter is a failure, not a skip)")
+        pytest.skip(reason)
     venv = tmp_path / "venv310"
     subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=300)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
