@@ -36,7 +36,7 @@ from flocklog.files.policies import TimePolicy
 
 PATH_CHECK_INTERVAL = 1.0  # seconds between checks that the path still names the file a process holds
 MTIME_MARGIN = 0.05  # a live file last written this long before its claimed slot began belongs to an earlier one
-CLOSE_TIMEOUT = 3.0  # seconds close() waits for pending compression/retention before handing it over
+CLOSE_TIMEOUT = 10.0  # at most this long close() waits for pending compression/retention, then hands it over
 _FLAGS = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 _LIVE: weakref.WeakSet[_SafeFileMixin] = weakref.WeakSet()
 # Bound at import: code (and CPython's own test suite) may replace the names in logging.handlers by ours.
