@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
-import grp
 import inspect
 import logging
 import logging.handlers
 import os
-import pwd
 import stat
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,8 @@ import flocklog
 from flocklog import ConfigError
 
 clh = pytest.importorskip("concurrent_log_handler")
+pwd = pytest.importorskip("pwd")  # POSIX only: users and groups
+grp = pytest.importorskip("grp")
 pytestmark = pytest.mark.posix  # owner, chmod and umask are POSIX notions
 
 USER = pwd.getpwuid(os.getuid()).pw_name
