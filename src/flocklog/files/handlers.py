@@ -25,10 +25,10 @@ import re
 import stat
 import sys
 import time
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
+from flocklog import _lifecycle
 from flocklog.errors import ConfigError
 from flocklog.files._lock import Permissions, RotationLock
 from flocklog.files._maintenance import Maintenance, SizeArchives, TimedArchives
@@ -38,7 +38,6 @@ PATH_CHECK_INTERVAL = 1.0  # seconds between checks that the path still names th
 MTIME_MARGIN = 0.05  # a live file last written this long before its claimed slot began belongs to an earlier one
 CLOSE_TIMEOUT = 10.0  # at most this long close() waits for pending compression/retention, then hands it over
 _FLAGS = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-_LIVE: weakref.WeakSet[_SafeFileMixin] = weakref.WeakSet()
 # Bound at import: code (and CPython's own test suite) may replace the names in logging.handlers by ours.
 _StdRotating = logging.handlers.RotatingFileHandler
 _StdTimed = logging.handlers.TimedRotatingFileHandler
@@ -47,24 +46,10 @@ _BOM_CODECS = {
     "utf-32": (codecs.BOM_UTF32, "utf-32-le" if sys.byteorder == "little" else "utf-32-be"),
     "utf-8-sig": (codecs.BOM_UTF8, "utf-8"),
 }
-_FORK_REGISTERED = False
 
 
 class LogDirectoryNotFoundError(FileNotFoundError, ConfigError):
     """The log file's directory does not exist: a ``ConfigError`` and, as with the stdlib, a ``FileNotFoundError``."""
-
-
-def _after_fork_in_child() -> None:
-    for handler in list(_LIVE):
-        handler._after_fork()
-
-
-def _register_fork_hook() -> None:
-    """Registered with the first handler, not at import: ``import flocklog`` must stay free of side effects."""
-    global _FORK_REGISTERED
-    if not _FORK_REGISTERED and hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
-        _FORK_REGISTERED = True
 
 
 def _check_directory(path: str) -> None:
@@ -296,8 +281,13 @@ class _SafeFileMixin:
         self._custom = any(getattr(type(self), n) is not own for n, own in zip(names, self._own_methods, strict=True))
         self._maintenance = Maintenance(self._lock_file, self._archives())
         self._maintenance.archives.permissions = opts.permissions
-        _LIVE.add(self)
-        _register_fork_hook()
+        _lifecycle.register(
+            self,
+            stage=_lifecycle.Stage.FILES,
+            after_fork=_SafeFileMixin._after_fork,
+            at_exit=_SafeFileMixin._at_exit,
+            sigterm=False,
+        )
         if not delay:
             try:
                 self._first_open()
@@ -397,6 +387,11 @@ class _SafeFileMixin:
         with self._lock_file.held():
             return self._bom + data if os.fstat(fd).st_size == 0 else data
 
+    def _at_exit(self) -> None:
+        """A process ending without ``close()`` (a ``multiprocessing`` child): finish or hand over pending work."""
+        if self._opened:
+            self._maintenance.finish(CLOSE_TIMEOUT)
+
     def _after_fork(self) -> None:
         # The O_APPEND descriptor may be shared with the parent; the lock descriptor and the thread may not.
         self._lock_file.forget()
@@ -470,7 +465,7 @@ class _SafeFileMixin:
                 self._maintenance.finish(CLOSE_TIMEOUT)
             self._maintenance.stop()
             self._lock_file.forget()
-            _LIVE.discard(self)
+            _lifecycle.unregister(self)
         finally:
             self.release()  # type: ignore[attr-defined]  # logging.Handler.release
         logging.Handler.close(self)  # type: ignore[arg-type]  # the mixin is always combined with a Handler

@@ -14,17 +14,15 @@ import contextlib
 import itertools
 import logging
 import os
-import signal
 import sys
 import tempfile
 import threading
 import time
 import uuid
-import weakref
 from pathlib import Path
-from types import FrameType
 from typing import Any, BinaryIO
 
+from flocklog import _lifecycle
 from flocklog._proc import pid_alive
 from flocklog.errors import ConfigError, FrameError, HubError
 from flocklog.hub import frames
@@ -35,7 +33,6 @@ ENV_SPOOL_DIR = "FLOCKLOG_HUB_SPOOL_DIR"
 _POLICIES = ("drop_oldest", "drop_newest", "block")
 _ENVELOPE_ROOM = 1024  # batch map keys, client id, seq, stats and the MAC around the records
 _FSYNC_INTERVAL = 1.0
-_HANDLERS: weakref.WeakSet[HubHandler] = weakref.WeakSet()
 
 
 def default_spool_dir() -> str:
@@ -99,10 +96,9 @@ class HubHandler(logging.Handler):
         self.linger = linger
         self.adopt_orphans = adopt_orphans
         self._record_limit = max_frame - _ENVELOPE_ROOM
+        self._handle_sigterm = handle_sigterm
         self._reset_state()
-        _HANDLERS.add(self)
-        if handle_sigterm:
-            _install_sigterm_drain()
+        self._register()
 
     # -- state that a forked child must not share ------------------------------------------------------------
     def _reset_state(self) -> None:
@@ -164,7 +160,17 @@ class HubHandler(logging.Handler):
                 with contextlib.suppress(OSError):
                     os.close(f.fileno())
         self._reset_state()
-        _HANDLERS.add(self)  # a handler the parent had closed is live again here, and must be drained at exit
+        self._register()  # a handler the parent had closed is live again here, and must be drained at exit
+
+    def _register(self) -> None:
+        _lifecycle.register(
+            self,
+            stage=_lifecycle.Stage.HUB_CLIENTS,
+            after_fork=HubHandler._after_fork_in_child,
+            flush=HubHandler._drain_at_sigterm,
+            at_exit=HubHandler.close,
+            sigterm=self._handle_sigterm,
+        )
 
     # -- the hot path ----------------------------------------------------------------------------------------
     def emit(self, record: logging.LogRecord) -> None:
@@ -474,6 +480,9 @@ class HubHandler(logging.Handler):
     def flush(self) -> None:
         self._wake.set()
 
+    def _drain_at_sigterm(self) -> None:
+        self.drain()
+
     def stats(self) -> dict[str, Any]:
         """Counters: emitted, sent, spooled, replayed, dropped_full, dropped_oversize, truncated, ..."""
         with self._mutex:
@@ -521,7 +530,7 @@ class HubHandler(logging.Handler):
         if not stopped and leftovers:  # the sender is stuck in a send (bounded by its socket timeout): not its files
             self._warn_once("stuck", f"flocklog HubHandler: sender stuck at close; {len(leftovers)} records lost")
             self._stats["dropped_spool_error"] += len(leftovers)
-        _HANDLERS.discard(self)
+        _lifecycle.unregister(self)
         super().close()
 
     def _warn_once(self, key: str, message: str) -> None:
@@ -532,45 +541,3 @@ class HubHandler(logging.Handler):
 
     def __repr__(self) -> str:
         return f"<HubHandler {self.address} ({logging.getLevelName(self.level)})>"
-
-
-def _after_fork_in_child() -> None:
-    for handler in list(_HANDLERS):
-        handler._after_fork_in_child()
-
-
-def _drain_all_at_exit() -> None:
-    """Runs before the interpreter (or a multiprocessing child, which skips atexit) joins its threads."""
-    for handler in list(_HANDLERS):
-        with contextlib.suppress(Exception):
-            handler.close()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-_register_threading_atexit = getattr(threading, "_register_atexit", None)
-if _register_threading_atexit is not None:
-    with contextlib.suppress(RuntimeError):
-        _register_threading_atexit(_drain_all_at_exit)
-
-_sigterm_installed = False
-
-
-def _sigterm_exit(signum: int, frame: FrameType | None) -> None:
-    # SystemExit unwinds normally, so the exit hooks drain every HubHandler before the process ends.
-    raise SystemExit(128 + signum)
-
-
-def _install_sigterm_drain() -> None:
-    """Turn a default (instantly fatal) SIGTERM into a normal exit, so buffered records are drained first.
-
-    Only from the main thread and only if nobody installed a SIGTERM handler (gunicorn, Celery... keep theirs).
-    """
-    global _sigterm_installed
-    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
-        return
-    try:
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _sigterm_exit)
-            _sigterm_installed = True
-    except (ValueError, OSError):
-        pass

@@ -7,7 +7,6 @@ resends the rest. A hub belongs to the pid that started it: a forked child can n
 
 from __future__ import annotations
 
-import atexit
 import collections
 import contextlib
 import copy
@@ -22,11 +21,11 @@ import tempfile
 import threading
 import time
 import warnings
-import weakref
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
+from flocklog import _lifecycle
 from flocklog.errors import ConfigError, FrameError, HubError
 from flocklog.hub import frames
 from flocklog.hub._address import Address, parse_address, resolve_secret
@@ -95,25 +94,6 @@ class _Close:
 
 
 _STOP = object()
-_HUBS: weakref.WeakSet[Hub] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for hub in list(_HUBS):
-        hub._forget_after_fork()
-
-
-def _stop_own_hubs_at_exit() -> None:
-    """A hub nobody stopped still writes what it already received before the interpreter exits."""
-    for hub in list(_HUBS):
-        if hub.pid == os.getpid():
-            with contextlib.suppress(Exception):
-                hub.stop(timeout=2.0)
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-# registered after logging's own atexit hook, so it runs first: the handlers are still open while we drain
-atexit.register(_stop_own_hubs_at_exit)
 
 
 def _default_formatter(handlers: Sequence[logging.Handler]) -> None:
@@ -222,7 +202,13 @@ class Hub:
             )
             t.start()
             self._threads.append(t)
-        _HUBS.add(self)
+        _lifecycle.register(
+            self,
+            stage=_lifecycle.Stage.HUBS,
+            after_fork=Hub._forget_after_fork,
+            at_exit=Hub._stop_at_exit,
+            sigterm=False,
+        )
 
     # -- listening -------------------------------------------------------------------------------------------
     def _listen(self, addr: Address) -> tuple[Address, socket.socket]:
@@ -494,6 +480,11 @@ class Hub:
             self._conns.clear()
         if self._private_dir is not None:
             shutil.rmtree(self._private_dir, ignore_errors=True)
+
+    def _stop_at_exit(self) -> None:
+        """A hub nobody stopped still writes what it already received before the interpreter exits."""
+        if self.pid == os.getpid():
+            self.stop(timeout=2.0)
 
     def _forget_after_fork(self) -> None:
         """In a forked child: drop the inherited descriptors; the parent's hub keeps running untouched."""

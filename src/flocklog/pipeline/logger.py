@@ -15,37 +15,20 @@ of many small ones — see benchmarks/pipeline.py for what that buys.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import collections
 import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
+from flocklog import _lifecycle
 from flocklog.errors import ConfigError, PipelineError
 from flocklog.pipeline.record import ExecutionRecord
 from flocklog.pipeline.transports import SpoolTransport, Transport, check_settings, make_transport, replay_spool
 
 _POLICIES = ("block", "drop_newest", "drop_oldest")
-_LIVE: weakref.WeakSet[ExecutionLogger] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for logger in list(_LIVE):
-        logger._after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-@atexit.register
-def _drain_all_at_exit() -> None:
-    for logger in list(_LIVE):
-        logger.close(timeout=logger.drain_timeout)
 
 
 class ExecutionLogger:
@@ -106,7 +89,13 @@ class ExecutionLogger:
         self._fallback: Transport | None = None
         self.spool = SpoolTransport(spool_dir)
         self._init_state()
-        _LIVE.add(self)
+        _lifecycle.register(
+            self,
+            stage=_lifecycle.Stage.PRODUCERS,
+            after_fork=ExecutionLogger._after_fork,
+            flush=ExecutionLogger._flush_at_sigterm,
+            at_exit=ExecutionLogger._close_at_exit,
+        )
 
     def _init_state(self) -> None:
         self._buffer: collections.deque[ExecutionRecord] = collections.deque()
@@ -231,7 +220,13 @@ class ExecutionLogger:
                     transport.close()
                 except Exception:
                     self.counters["close_errors"] += 1
-        _LIVE.discard(self)
+        _lifecycle.unregister(self)
+
+    def _flush_at_sigterm(self) -> None:
+        self.flush(self.drain_timeout)
+
+    def _close_at_exit(self) -> None:
+        self.close(timeout=self.drain_timeout)
 
     def _await_receipts(self, deadline: float) -> None:
         """Before exit, give the worker's receipts time to arrive (the sender resends overdue batches meanwhile)."""
