@@ -10,11 +10,13 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from writers import build, start_process
 
 from flocklog.testing import stamped_logger, write_stamped
 from flocklog.verify import VerifyOptions, verify_paths
 
+pytestmark = pytest.mark.posix  # fork, fcntl, signals
 SIZE = "flocklog.RotatingFileHandler"
 TIMED = "flocklog.TimedRotatingFileHandler"
 

@@ -22,6 +22,7 @@ from flocklog.files.handlers import ConcurrentRotatingFileHandler, RotatingFileH
 from flocklog.testing import Stamp, stamped_logger, write_stamped
 from flocklog.verify import VerifyOptions, verify_paths
 
+pytestmark = pytest.mark.posix  # fork, fcntl, signals
 SIZE = "flocklog.RotatingFileHandler"
 
 

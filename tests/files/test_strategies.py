@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import multiprocessing
 import time
@@ -110,6 +111,9 @@ def _starter(log: str, cls: str, extra: dict[str, Any], barrier: Any, run: str, 
     handler.close()
 
 
+@pytest.mark.skipif(
+    not hasattr(fcntl, "F_OFD_SETLK"), reason="presence needs open-file-description locks (Linux); see the README"
+)
 @pytest.mark.parametrize(
     ("cls", "extra"), [(SIZE, {"maxBytes": 10**7, "backupCount": 10}), (TIMED, {"when": "midnight", "backupCount": 10})]
 )

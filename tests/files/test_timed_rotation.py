@@ -22,6 +22,7 @@ from flocklog.files.policies import TimePolicy
 from flocklog.testing import format_stamp, parse_stamp
 from flocklog.verify import VerifyOptions, verify_paths
 
+pytestmark = pytest.mark.posix  # fork, fcntl, TZ
 TIMED = "flocklog.TimedRotatingFileHandler"
 
 

@@ -11,7 +11,6 @@ rotation may still append one record to it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import os
 import re
@@ -23,6 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from flocklog.files._lock import Permissions, RotationLock
+
+try:
+    import fcntl
+except ImportError:  # Windows: a temp file's liveness is judged by its age alone
+    fcntl = None  # type: ignore[assignment]  # checked before each use
 from flocklog.files.policies import TimePolicy
 
 GRACE = 2.0  # seconds an archive must be untouched before it is compressed
@@ -101,7 +105,8 @@ class _Archives:
         except FileExistsError:
             return False  # another process is compressing it (or crashed doing so: cleaned when stale)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until we close: "this compressor is alive"
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until we close: "this compressor is alive"
             with contextlib.suppress(OSError):  # the .gz keeps the archive's mode (logs shared between users)
                 os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode))
             self.permissions.apply(fd)
@@ -149,7 +154,8 @@ def _remove_if_abandoned(path: str) -> None:
     except FileNotFoundError:
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return  # being written right now
