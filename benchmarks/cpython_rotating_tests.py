@@ -52,14 +52,14 @@ def interpreters() -> list[str]:
     return found or [sys.executable]
 
 
-def run(python: str, variant: str) -> tuple[str, dict[str, str], str]:
+def run(python: str, variant: str, src: Path = ROOT / "src") -> tuple[str, dict[str, str], str]:
     version = subprocess.run(
         [python, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    env = dict(os.environ, PYTHONPATH=str(src))
     proc = subprocess.run(
         [python, "-c", BOOTSTRAP, variant, *CLASSES], capture_output=True, text=True, env=env, timeout=600
     )
@@ -74,12 +74,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--python", action="append", help="interpreter to use (repeatable)")
     parser.add_argument("--verbose", action="store_true", help="print the tracebacks of failing tests")
+    parser.add_argument("--src", default=str(ROOT / "src"), help="the flocklog source tree to test")
+    parser.add_argument("--results", default=str(RESULTS), help="directory for the .txt and .json results")
     args = parser.parse_args()
     report: dict[str, dict[str, dict[str, str]]] = {}
     lines = []
     for python in args.python or interpreters():
         version, baseline, _ = run(python, "stdlib")
-        _, ours, errors = run(python, "flocklog")
+        _, ours, errors = run(python, "flocklog", Path(args.src))
         report[version] = {"stdlib": baseline, "flocklog": ours}
         failed = sorted(t for t, r in ours.items() if r in ("fail", "error"))
         passed = sum(r == "pass" for r in ours.values())
@@ -92,9 +94,10 @@ def main() -> int:
             print(errors, file=sys.stderr)
     text = "\n".join(lines) + "\n"
     print(text, end="")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "cpython_rotating_tests.txt").write_text(text)
-    (RESULTS / "cpython_rotating_tests.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "cpython_rotating_tests.txt").write_text(text)
+    (results / "cpython_rotating_tests.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return 0
 
 
