@@ -186,3 +186,12 @@ def test_owner_is_given_to_the_log_its_archives_and_the_lock_file(tmp_path: Path
     files = [p for p in tmp_path.iterdir() if p.is_file()]
     assert {p.name for p in files} >= {".app.log.lock", "app.log", "app.log.1.gz"}
     assert {(p.stat().st_uid, p.stat().st_gid) for p in files} == {(nobody.pw_uid, nobody.pw_gid)}
+
+
+def test_chmod_is_applied_to_an_existing_log_file_as_clh_does(tmp_path: Path) -> None:
+    for name, cls in (("clh.log", clh.ConcurrentRotatingFileHandler), ("ours.log", flocklog.RotatingFileHandler)):
+        path = tmp_path / name
+        path.write_text("")
+        path.chmod(0o600)
+        _write(cls(str(path), chmod=0o644), 1)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, name

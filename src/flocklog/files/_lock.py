@@ -42,6 +42,7 @@ class Permissions:
     bits: int | None = None
     uid: int = -1
     gid: int = -1
+    enforce: bool = False  # chmod/owner given: also applied to a file that exists (as clh does); umask: creation only
 
     def apply(self, fd: int) -> None:
         """Best effort, as concurrent-log-handler does: only the owner (or root) may chmod/chown."""
@@ -59,7 +60,10 @@ class Permissions:
         try:
             fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            return os.open(path, flags, 0o666)
+            fd = os.open(path, flags | os.O_CREAT, 0o666)
+            if self.enforce:
+                self.apply(fd)
+            return fd
         self.apply(fd)
         return fd
 

@@ -181,7 +181,7 @@ def _options(
         max_age=max_age,
         lock_file=os.fspath(lock_file) if lock_file is not None else None,
         lock_file_directory=os.fspath(lock_file_directory) if lock_file_directory is not None else None,
-        permissions=Permissions(bits, uid, gid),
+        permissions=Permissions(bits, uid, gid, enforce=file_mode is not None or chmod is not None or uid != -1),
         newline=newline,
         terminator=terminator,
         unicode_error_policy=unicode_error_policy,
@@ -260,7 +260,6 @@ class _SafeFileMixin:
             else:
                 legacy = self.baseFilename + ".lock"  # flocklog 0.1's name, still honoured for one release
             lock_path = os.path.join(directory, name)
-        self.lock_file = lock_path
         self._lock_file = RotationLock(lock_path, legacy, opts.permissions)
         self._gen_seen = b""
         self._fd: int | None = None
@@ -296,6 +295,11 @@ class _SafeFileMixin:
 
     def _archives(self) -> SizeArchives | TimedArchives:
         raise NotImplementedError
+
+    @property
+    def lock_file(self) -> str:
+        """The rotation lock's path (the previous release's ``<file>.lock`` while that one exists)."""
+        return self._lock_file.path
 
     def _say(self, message: str) -> None:
         if self.debug:  # concurrent-log-handler's debug=True: a trace of rotations on stderr
@@ -619,6 +623,7 @@ class RotatingFileHandler(_SafeFileMixin, _StdRotating):
         if not force and (size == 0 or size + incoming < self.maxBytes):
             return
         if self.backupCount > 0:
+            self._sizes.backup_count = int(self.backupCount)  # the stdlib reads it at each rollover: so do we
             self._sizes.shift(self.rotate)
             self._lock_file.bump()
             self.num_rollovers += 1
@@ -774,6 +779,7 @@ class TimedRotatingFileHandler(_SafeFileMixin, _StdTimed):
             self._claim_slot(now_start)
 
     def _archive_locked(self, live_start: float, *, final: bool) -> None:
+        self._slots.backup_count = int(self.backupCount)  # the stdlib reads it at each rollover: so do we
         self._slots.archive_live(live_start, self.rotate, final=final)
         self._lock_file.bump()
         self.num_rollovers += 1
