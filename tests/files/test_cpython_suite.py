@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from writers import POSIX
 
 import flocklog
 
@@ -28,7 +29,7 @@ DELIBERATE = {
 }
 
 
-@pytest.mark.posix
+@POSIX
 def test_cpython_rotating_handler_tests_fail_only_where_flocklog_differs_on_purpose(tmp_path: Path) -> None:
     if importlib.util.find_spec("test.test_logging") is None:
         pytest.skip("this interpreter ships without its test package")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from writers import POSIX
 
 import flocklog
 
@@ -19,7 +20,7 @@ SRC = Path(flocklog.__file__).resolve().parents[1]  # the flocklog under test, a
 # Where flocklog deliberately differs from Python 3.13's computeRollover (README, "differences from the stdlib"):
 # the stdlib rotates a second time in the repeated hour (01:30 EST after 01:30 EDT), and for an atTime skipped by
 # the spring change (02:30) it jumps to the next day from 03:00 EDT although its own boundary is 03:30 EDT.
-pytestmark = pytest.mark.posix  # TZ and time.tzset()
+pytestmark = POSIX  # TZ and time.tzset()
 KNOWN_DIFFERENCES = {"midnight/01:30:00": 30, "midnight/02:30:00": 30, "W6/01:30:00": 30}
 
 

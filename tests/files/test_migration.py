@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from writers import POSIX
 
 import flocklog
 from flocklog import ConfigError
@@ -24,7 +25,7 @@ from flocklog import ConfigError
 clh = pytest.importorskip("concurrent_log_handler")
 pwd = pytest.importorskip("pwd")  # POSIX only: users and groups
 grp = pytest.importorskip("grp")
-pytestmark = pytest.mark.posix  # owner, chmod and umask are POSIX notions
+pytestmark = POSIX  # owner, chmod and umask are POSIX notions
 
 USER = pwd.getpwuid(os.getuid()).pw_name
 GROUP = grp.getgrgid(os.getgid()).gr_name

@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
-from writers import build, start_interpreter, start_process, write
+from writers import POSIX, build, start_interpreter, start_process, write
 
 from flocklog import ConfigError
 from flocklog.files.handlers import ConcurrentRotatingFileHandler, RotatingFileHandler
 from flocklog.testing import Stamp, stamped_logger, write_stamped
 from flocklog.verify import VerifyOptions, verify_paths
 
-pytestmark = pytest.mark.posix  # fork, fcntl, signals
+pytestmark = POSIX  # fork, fcntl, signals
 SIZE = "flocklog.RotatingFileHandler"
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from writers import POSIX
 
 from flocklog import ConfigError
 from flocklog.files.handlers import RotatingFileHandler, TimedRotatingFileHandler
@@ -46,7 +47,7 @@ def _files(directory: Path) -> list[str]:
 
 
 # -- 1. weekly rotation is at the midnight that ends the named day -----------------------------------------------
-@pytest.mark.posix
+@POSIX
 @pytest.mark.usefixtures("berlin")
 def test_weekly_without_at_time_rotates_at_the_midnight_ending_the_named_day_like_the_stdlib(tmp_path: Path) -> None:
     wednesday = dt.datetime(2026, 12, 2, 10, 0).timestamp()
@@ -210,7 +211,7 @@ def test_delay_creates_nothing_until_the_first_record(tmp_path: Path, cls: type[
     assert (tmp_path / "app.log").read_text() == "first\n"
 
 
-@pytest.mark.posix
+@POSIX
 @pytest.mark.parametrize("cls", [RotatingFileHandler, TimedRotatingFileHandler])
 def test_os_devnull_and_other_non_regular_files_work_like_the_stdlib(cls: type[logging.FileHandler]) -> None:
     kwargs: dict[str, object] = {"maxBytes": 1, "backupCount": 1} if cls is RotatingFileHandler else {"when": "S"}

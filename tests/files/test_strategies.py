@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from writers import build, start_interpreter, start_process
+from writers import POSIX, build, start_interpreter, start_process
 
 from flocklog.files.handlers import RotatingFileHandler, TimedRotatingFileHandler
 from flocklog.testing import Stamp, stamped_logger, write_stamped
 from flocklog.verify import VerifyOptions, verify_paths
 
-pytestmark = pytest.mark.posix  # fork, and writers started as separate interpreters
+pytestmark = POSIX  # fork, and writers started as separate interpreters
 SIZE = "flocklog.RotatingFileHandler"
 TIMED = "flocklog.TimedRotatingFileHandler"
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from writers import start_interpreter, start_process
+from writers import POSIX, start_interpreter, start_process
 
 from flocklog import ConfigError
 from flocklog.files.handlers import ConcurrentTimedRotatingFileHandler, TimedRotatingFileHandler
@@ -22,7 +22,7 @@ from flocklog.files.policies import TimePolicy
 from flocklog.testing import format_stamp, parse_stamp
 from flocklog.verify import VerifyOptions, verify_paths
 
-pytestmark = pytest.mark.posix  # fork, fcntl, TZ
+pytestmark = POSIX  # fork, fcntl, TZ
 TIMED = "flocklog.TimedRotatingFileHandler"
 
 

@@ -10,13 +10,12 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
-from writers import build, start_process
+from writers import POSIX, build, start_process
 
 from flocklog.testing import stamped_logger, write_stamped
 from flocklog.verify import VerifyOptions, verify_paths
 
-pytestmark = pytest.mark.posix  # fork, fcntl, signals
+pytestmark = POSIX  # fork, fcntl, signals
 SIZE = "flocklog.RotatingFileHandler"
 TIMED = "flocklog.TimedRotatingFileHandler"
 
