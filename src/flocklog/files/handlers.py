@@ -185,7 +185,8 @@ def _options(
         newline=newline,
         terminator=terminator,
         unicode_error_policy=unicode_error_policy,
-        keep_file_open=bool(keep_file_open),
+        # Windows cannot rename a file another process holds open, so (as clh does there) none is kept open.
+        keep_file_open=bool(keep_file_open) and os.name != "nt",
         lock_per_record=bool(lock_per_record),
         rotate_on_start=bool(rotate_on_start),
         debug=bool(debug),
