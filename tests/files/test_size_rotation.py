@@ -15,13 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
-from writers import build, start_interpreter, start_process, write
+from writers import POSIX, build, start_interpreter, start_process, write
 
 from flocklog import ConfigError
 from flocklog.files.handlers import ConcurrentRotatingFileHandler, RotatingFileHandler
 from flocklog.testing import Stamp, stamped_logger, write_stamped
 from flocklog.verify import VerifyOptions, verify_paths
 
+pytestmark = POSIX  # fork, fcntl, signals
 SIZE = "flocklog.RotatingFileHandler"
 
 
@@ -51,7 +52,7 @@ def test_eight_mixed_writers_with_fast_rotation_lose_duplicate_and_tear_nothing(
     assert report.records == 8 * 3000
     assert report.archives > 20  # it really rotated, many times
     names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("app.log."))
-    assert "app.log.1" in names and all(n == "app.log.lock" or n.split(".")[-1].isdigit() for n in names)
+    assert "app.log.1" in names and all(n == ".app.log.lock" or n.split(".")[-1].isdigit() for n in names)
 
 
 def test_small_backup_count_only_expires_an_oldest_prefix(tmp_path: Path, run_id: str) -> None:
@@ -239,7 +240,7 @@ def test_dictconfig_by_class_path_and_stdlib_parity(tmp_path: Path) -> None:
         logger.info("line %d %s", i, "x" * 20)
     handler.close()
     logger.handlers.clear()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.log", "app.log.1", "app.log.2", "app.log.lock"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".app.log.lock", "app.log", "app.log.1", "app.log.2"]
     assert ConcurrentRotatingFileHandler is RotatingFileHandler
 
 
@@ -288,7 +289,7 @@ def test_an_externally_truncated_lock_file_never_crashes_a_writer(tmp_path: Path
     handler = RotatingFileHandler(str(log), maxBytes=4096, backupCount=500)
     logger = stamped_logger("truncated-lock", handler)
     write_stamped(logger, run=run_id, writer="w", count=200)
-    (tmp_path / "app.log.lock").write_bytes(b"")  # a cleanup script or a broad logrotate glob empties it
+    (tmp_path / ".app.log.lock").write_bytes(b"")  # a cleanup script or a broad logrotate glob empties it
     write_stamped(logger, run=run_id, writer="w2", count=200)  # rotations continue; no SIGBUS, nothing lost
     handler.close()
     report = verify_paths([str(log)], VerifyOptions(expected_counts={"w": 200, "w2": 200}, allow_expired=False))

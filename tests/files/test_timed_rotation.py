@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from writers import start_interpreter, start_process
+from writers import POSIX, start_interpreter, start_process
 
 from flocklog import ConfigError
 from flocklog.files.handlers import ConcurrentTimedRotatingFileHandler, TimedRotatingFileHandler
@@ -22,6 +22,7 @@ from flocklog.files.policies import TimePolicy
 from flocklog.testing import format_stamp, parse_stamp
 from flocklog.verify import VerifyOptions, verify_paths
 
+pytestmark = POSIX  # fork, fcntl, TZ
 TIMED = "flocklog.TimedRotatingFileHandler"
 
 
@@ -77,7 +78,7 @@ def test_a_boundary_is_rotated_once_and_stragglers_reach_their_own_archive(tmp_p
     first.close()
     second.close()
     archive = _slot_name(log, t0)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["app.log", "app.log.lock", archive.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["app.log", ".app.log.lock", archive.name])
     assert [line.split()[2:4] for line in archive.read_text().splitlines()] == [["a", "0"], ["b", "0"], ["b", "2"]]
     assert [line.split()[2:4] for line in log.read_text().splitlines()] == [["a", "1"], ["b", "1"]]
 
@@ -106,7 +107,7 @@ def test_backup_count_and_max_age_remove_only_the_oldest_archives(tmp_path: Path
     handler.handle(_record(now - 49.5, 1))  # rotation: retention runs in the background
     assert handler.wait_for_maintenance(timeout=20)
     handler.close()
-    left = sorted(p.name for p in tmp_path.iterdir() if p.name not in ("app.log", "app.log.lock"))
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name not in ("app.log", ".app.log.lock"))
     assert left == sorted(_slot_name(log, now - age).name for age in (200, 100, 51))
 
 
@@ -225,6 +226,6 @@ def test_size_within_a_slot_splits_into_numbered_archives_of_that_slot(tmp_path:
     slots = {int(s.created) for s in live if s is not None}  # when='S' local slots are whole epoch seconds
     assert None not in live and len(slots) <= 1 and all(slot >= newest for slot in slots)
     for path in tmp_path.iterdir():
-        if path.name not in ("app.log", "app.log.lock"):
+        if path.name not in ("app.log", ".app.log.lock"):
             # Appends take no lock, so each of the 3 writers may add one (~160-byte) record past maxBytes.
             assert path.stat().st_size <= 8 * 1024 + 3 * 256

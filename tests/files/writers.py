@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from flocklog.testing import stamped_logger, write_stamped
 
 FORMAT = "%(asctime)s %(levelname)s [PID:%(process)d] %(message)s"
@@ -79,3 +81,7 @@ def start_interpreter(
     for key, value in extra.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+# Tests that need POSIX (fork, fcntl, owners and modes, TZ/tzset, /dev): skipped on Windows, where the CI job runs.
+POSIX = pytest.mark.skipif(os.name == "nt", reason="needs POSIX (fork, fcntl, owners and modes, TZ, /dev)")

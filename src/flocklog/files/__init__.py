@@ -3,6 +3,7 @@
 from flocklog.files.handlers import (
     ConcurrentRotatingFileHandler,
     ConcurrentTimedRotatingFileHandler,
+    LogDirectoryNotFoundError,
     RotatingFileHandler,
     TimedRotatingFileHandler,
 )
@@ -10,6 +11,7 @@ from flocklog.files.handlers import (
 __all__ = [
     "ConcurrentRotatingFileHandler",
     "ConcurrentTimedRotatingFileHandler",
+    "LogDirectoryNotFoundError",
     "RotatingFileHandler",
     "TimedRotatingFileHandler",
 ]

@@ -11,17 +11,22 @@ rotation may still append one record to it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import os
 import re
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flocklog.files._lock import RotationLock
+from flocklog.files._lock import Permissions, RotationLock
+
+try:
+    import fcntl
+except ImportError:  # Windows: a temp file's liveness is judged by its age alone
+    fcntl = None  # type: ignore[assignment]  # checked before each use
 from flocklog.files.policies import TimePolicy
 
 GRACE = 2.0  # seconds an archive must be untouched before it is compressed
@@ -65,6 +70,7 @@ class _Archives:
         self.backup_count = backup_count
         self.compress = compress
         self.max_age = max_age
+        self.permissions = Permissions()  # owner to give the .gz files (the handler sets it)
 
     def plain_archives(self) -> list[str]:
         raise NotImplementedError
@@ -99,7 +105,11 @@ class _Archives:
         except FileExistsError:
             return False  # another process is compressing it (or crashed doing so: cleaned when stale)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until we close: "this compressor is alive"
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until we close: "this compressor is alive"
+            with contextlib.suppress(OSError):  # the .gz keeps the archive's mode (logs shared between users)
+                os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode))
+            self.permissions.apply(fd)
             with (
                 open(path, "rb") as source,
                 os.fdopen(fd, "wb", closefd=False) as raw,
@@ -144,7 +154,8 @@ def _remove_if_abandoned(path: str) -> None:
     except FileNotFoundError:
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return  # being written right now
@@ -219,41 +230,120 @@ class SizeArchives(_Archives):
         return deleted
 
 
-class TimedArchives(_Archives):
-    """``app.log.<slot suffix>``; a second archive for one slot gets ``.1``, ``.2`` ... (never overwritten)."""
+def _suffix_regex(suffix_format: str) -> re.Pattern[str]:
+    """A pattern for what ``time.strftime(suffix_format, ...)`` produces (a suffix set after construction too)."""
+    widths = {"Y": r"\d{4}", "y": r"\d{2}", "j": r"\d{3}", "%": "%"}
+    out, i = [], 0
+    while i < len(suffix_format):
+        ch = suffix_format[i]
+        if ch == "%" and i + 1 < len(suffix_format):
+            code = suffix_format[i + 1]
+            out.append(widths.get(code, r"\d{2}" if code in "mdHMSIUWVGuw" else r".+?"))
+            i += 2
+            continue
+        out.append(re.escape(ch))
+        i += 1
+    return re.compile("".join(out))
 
-    def __init__(self, base: str, backup_count: int, compress: bool, max_age: float | None, policy: TimePolicy) -> None:
+
+class TimedArchives(_Archives):
+    """``app.log.<slot suffix>``; more archives for one slot (size splits, a manual rollover) get ``.1``, ``.2`` ...
+
+    Numbering follows the stdlib's direction: ``.1`` is the newest split of its slot, the unnumbered name the
+    slot's final part; an archive that exists is never overwritten (a second final part is shifted in as ``.1``).
+    The suffix, ``extMatch`` and ``namer`` are read from the handler at each use, so setting them after
+    construction works as with the stdlib, and a custom namer does not hide archives from ``backupCount``.
+    """
+
+    def __init__(
+        self,
+        base: str,
+        backup_count: int,
+        compress: bool,
+        max_age: float | None,
+        policy: TimePolicy,
+        naming: Callable[[], tuple[str, re.Pattern[str], Namer | None]],
+    ) -> None:
         super().__init__(base, backup_count, compress, max_age)
         self.policy = policy
-        self.pattern = re.compile(rf"^{re.escape(self.prefix)}({policy.suffix_pattern})(?:\.(\d+))?(\.gz)?$")
+        self.naming = naming  # () -> (suffix format, extMatch, namer or None), read live from the handler
 
-    def archive_live(self, slot_start: float, rotate: Rotate, namer: Namer | None = None) -> str:
-        """Rename the live file to its slot's archive name, choosing a free name; the caller holds the lock."""
-        stem = f"{self.base}.{self.policy.suffix(slot_start)}"
-        stem = namer(stem) if namer else stem
-        candidate, counter = stem, 0
-        while _exists(candidate) or _exists(candidate + ".gz"):
-            counter += 1
-            candidate = f"{stem}.{counter}"
-        rotate(self.base, candidate)
-        return candidate
+    def _stem(self, slot_start: float) -> str:
+        suffix_format, _, namer = self.naming()
+        stem = f"{self.base}.{self.policy.suffix(slot_start, suffix_format)}"
+        return namer(stem) if namer else stem
+
+    def _counters(self, stem: str) -> list[int]:
+        directory, name = os.path.split(stem)
+        pattern = re.compile(rf"^{re.escape(name)}\.(\d+)(?:\.gz)?$")
+        try:
+            names = os.listdir(directory or ".")
+        except FileNotFoundError:
+            return []
+        return sorted({int(m.group(1)) for m in map(pattern.match, names) if m})
+
+    def archive_live(self, slot_start: float, rotate: Rotate, *, final: bool) -> str:
+        """Rename the live file into its slot's archives; the caller holds the lock.
+
+        ``final``: the slot is over, so the live file becomes the unnumbered archive if that name is free.
+        Otherwise (a size split, a manual rollover, or a name taken) the slot's numbered archives shift up by one
+        and the live file becomes ``.1``, the newest.
+        """
+        stem = self._stem(slot_start)
+        if final and not (_exists(stem) or _exists(stem + ".gz")):
+            rotate(self.base, stem)
+            return stem
+        for index in reversed(self._counters(stem)):
+            for ext in ("", ".gz"):
+                source = f"{stem}.{index}{ext}"
+                if _exists(source):
+                    os.rename(source, f"{stem}.{index + 1}{ext}")
+        rotate(self.base, f"{stem}.1")
+        return f"{stem}.1"
+
+    def _recognise(self, name: str) -> tuple[str, int, bool] | None:
+        """(suffix text, counter, compressed) if ``name`` is an archive of this set."""
+        suffix_format, ext_match, namer = self.naming()
+        finder = _suffix_regex(suffix_format)
+        core, gz = (name[:-3], True) if name.endswith(".gz") else (name, False)
+        tries = [(core, 0)]
+        numbered = re.fullmatch(r"(.*)\.(\d+)", core)
+        if numbered:
+            tries.insert(0, (numbered.group(1), int(numbered.group(2))))
+        base_name = os.path.basename(self.base)
+        for stem, counter in tries:
+            if namer is None:
+                if not stem.startswith(self.prefix):
+                    continue
+                part = stem[len(self.prefix) :]
+                match = ext_match.match(part)
+                if match and match.end() == len(part) and finder.fullmatch(part):
+                    return part, counter, gz
+                continue
+            for found in finder.finditer(stem):
+                if os.path.basename(namer(f"{self.base}.{found.group(0)}")) == stem and stem != base_name:
+                    return found.group(0), counter, gz
+        return None
 
     def _listing(self) -> list[tuple[float, int, str, bool]]:
-        """(slot start, counter, path, compressed) of every archive of this set, oldest first."""
+        """(slot start, age rank, path, compressed) of every archive of this set, oldest first."""
         try:
             names = os.listdir(self.directory)
         except FileNotFoundError:
             return []
+        suffix_format = self.naming()[0]
         found = []
         for name in names:
-            match = self.pattern.match(name)
-            if match is None:
+            recognised = self._recognise(name)
+            if recognised is None:
                 continue
+            text, counter, gz = recognised
             try:
-                start = self.policy.parse_suffix(match.group(1))
+                start = self.policy.parse_suffix(text, suffix_format)
             except ValueError:
                 continue
-            found.append((start, int(match.group(2) or 0), os.path.join(self.directory, name), bool(match.group(3))))
+            # Oldest first: within a slot the highest number is the oldest split, the unnumbered part the newest.
+            found.append((start, -counter if counter else 0, os.path.join(self.directory, name), gz))
         return sorted(found)
 
     def plain_archives(self) -> list[str]:
@@ -261,7 +351,7 @@ class TimedArchives(_Archives):
 
     def plain_archive_for(self, slot_start: float) -> str | None:
         matches = [p for s, _, p, gz in self._listing() if s == slot_start and not gz]
-        return matches[-1] if matches else None
+        return matches[-1] if matches else None  # the newest archive of that slot
 
     def retention(self, now: float) -> bool:
         listing = self._listing()
@@ -284,6 +374,7 @@ class Maintenance:
         self.lock = lock.sibling()  # its own descriptor, so the lock excludes this thread and the logging threads
         self.archives = archives
         self.errors = 0  # maintenance failures (reported to stderr once each, never raised into the app)
+        self.handed_over = 0  # closes that left work (archives still in their quiet period) to the next opener
         self._event = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -295,6 +386,7 @@ class Maintenance:
         return a.compress or a.max_age is not None or (isinstance(a, TimedArchives) and a.backup_count > 0)
 
     def kick(self) -> None:
+        """Start (or wake) the worker: after a rotation, and when a handler opens the set (to finish leftovers)."""
         if not self.needed or self._stopping:
             return
         if self._thread is None or not self._thread.is_alive():
@@ -345,6 +437,31 @@ class Maintenance:
                 return True
             time.sleep(0.05)
         return False
+
+    def finish(self, timeout: float) -> bool:
+        """At ``close()``: do the pending work, waiting at most ``timeout`` seconds; True if nothing is left.
+
+        The quiet period is still honoured (another process may append one last record to a fresh archive), so
+        this waits for it when an archive is younger than :data:`GRACE`. Whatever is left after ``timeout`` is
+        handed over: the next handler that opens the set runs a pass at once (see :meth:`kick`).
+        """
+        if not self.needed:
+            return True
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                more = self.run_once(GRACE)
+            except Exception as exc:  # never raise from close(); count and say why
+                self.errors += 1
+                os.write(2, f"flocklog: archive maintenance failed for {self.archives.base}: {exc!r}\n".encode())
+                return False
+            remaining = deadline - time.monotonic()
+            if not more:
+                return True
+            if remaining <= 0:
+                self.handed_over += 1
+                return False
+            time.sleep(min(0.1, remaining))
 
     def stop(self) -> None:
         """Ask the worker to finish; it closes its lock descriptor on the way out (or here, if it is not running)."""
