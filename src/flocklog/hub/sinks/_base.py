@@ -176,6 +176,7 @@ class SinkHandler(logging.Handler):
     """
 
     kind = "sink"
+    extra_counters: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -206,7 +207,7 @@ class SinkHandler(logging.Handler):
     def _init_state(self) -> None:
         self._pid = os.getpid()
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=self.queue_size)
-        self._counters = dict.fromkeys(COUNTERS, 0)
+        self._counters = dict.fromkeys(COUNTERS + self.extra_counters, 0)
         self._count_lock = threading.Lock()
         self._settle = threading.Condition()
         self._accepted = 0
