@@ -162,7 +162,7 @@ def test_rfc5424_message_layout_and_escaping() -> None:
     )
     record.created, record.process, record.thread = 1_700_000_000.25, 4242, 7
     text = handler.prepare(record)
-    assert text.startswith("<155>1 2023-11-14T22:13:20.250000Z h1 myapp 4242 we\"ird] ")
+    assert text.startswith('<155>1 2023-11-14T22:13:20.250000Z h1 myapp 4242 we"ird] ')
     assert '[flocklog@32473 logger="we\\"ird\\]" thread="7"' in text
     assert text.endswith("] line one\nline two")
     handler.close()
