@@ -6,6 +6,7 @@ It can be stopped and started again on the same port (an outage), and records wh
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,6 +48,11 @@ def decode(request: ExportLogsServiceRequest) -> list[dict[str, Any]]:
 class _Server(ThreadingHTTPServer):
     daemon_threads = False  # server_close() waits for requests in flight: a stop never half-answers one
     block_on_close = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that died mid-request (a killed worker) is not the receiver's error: no traceback."""
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
 
 
 class Receiver:
