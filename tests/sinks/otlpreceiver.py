@@ -58,14 +58,16 @@ class _Server(ThreadingHTTPServer):
 class Receiver:
     """``protocol`` "http" or "grpc"; ``endpoint`` is what an exporter is configured with."""
 
-    def __init__(self, protocol: str = "http") -> None:
+    def __init__(self, protocol: str = "http", port: int | None = None) -> None:
         self.protocol = protocol
         self.records: list[dict[str, Any]] = []
         self.requests = 0
         self._lock = threading.Lock()
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
+        if port is None:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = int(probe.getsockname()[1])
+        self.port = port
         self._http: _Server | None = None
         self._grpc: Any = None
         self._thread: threading.Thread | None = None
