@@ -18,6 +18,7 @@ Shared state:
 | ``_queue``                   | emit (put) / sender (get); close drains it    | its own         |
 | ``_counters``                | any                                           | ``_count_lock`` |
 | ``_accepted``/``_settled``   | emit / sender, waited on by flush             | ``_settle``     |
+| ``_in_flight``, ``_healthy_at``, ``_backoff``, ``last_error`` | sender (read by stats/close) | none: single writer |
 | ``_spool`` (files, segment)  | emit (queue full) / sender / close            | ``_Spool.lock`` |
 | ``_sender``, ``_pid``        | the thread that starts or forks               | ``_start_lock`` |
 """
@@ -172,7 +173,8 @@ class SinkHandler(logging.Handler):
     """Base class of the hub's sinks: subclasses give :meth:`prepare` (record -> JSON-safe item) and :meth:`deliver`.
 
     ``deliver`` must raise on failure; the batch is then spooled and retried. ``stats()`` gives ``sent``,
-    ``queued``, ``spooled`` (on disk now), ``spooled_total``, ``replayed``, ``dropped``, ``failures``.
+    ``queued``, ``spooled`` (on disk now), ``in_flight``, ``dropped``, and ``accepted``, ``spooled_total``,
+    ``replayed``, ``failures``, ``prepare_errors``.
     """
 
     kind = "sink"
@@ -212,6 +214,7 @@ class SinkHandler(logging.Handler):
         self._settle = threading.Condition()
         self._accepted = 0
         self._settled = 0
+        self._in_flight = 0  # records of a queued batch being delivered (not on disk meanwhile)
         self._spool = _Spool(self.spool_dir, self.batch_size)
         self._start_lock = threading.Lock()
         self._sender: threading.Thread | None = None
@@ -262,6 +265,8 @@ class SinkHandler(logging.Handler):
                 pass
         self._spool_items([item], reason="queue full" if not self._closed else "closed")
         self._settled_n(1)
+        if self._closed:
+            self._warn("closed", "flocklog sink %s: a record emitted after close() was spooled", self._label())
 
     def _ensure_sender(self) -> None:
         if self._sender is not None:
@@ -313,8 +318,13 @@ class SinkHandler(logging.Handler):
             return True
         if self._spool.has_data() or time.monotonic() < self._healthy_at:
             self._spool_items(batch, reason=self.last_error or "receiver down")  # keep order behind the spool
-        elif not self._try_deliver(batch):
-            self._spool_items(batch, reason=self.last_error or "delivery failed")
+        else:
+            self._in_flight = len(batch)
+            try:
+                if not self._try_deliver(batch):
+                    self._spool_items(batch, reason=self.last_error or "delivery failed")
+            finally:
+                self._in_flight = 0
         self._settled_n(len(batch))
         return True
 
@@ -393,6 +403,8 @@ class SinkHandler(logging.Handler):
             data = dict(self._counters)
         data["queued"] = self._queue.qsize()
         data["spooled"] = self._spool.records
+        data["in_flight"] = self._in_flight
+        data["accepted"] = self._accepted
         return data
 
     # -- flush / close ---------------------------------------------------------------------------------------
@@ -449,6 +461,14 @@ class SinkHandler(logging.Handler):
             with contextlib.suppress(Exception):
                 self.close_transport()
             self._spool.release()
+        elif self._in_flight:
+            log.warning(
+                "flocklog sink %s: %d records still in flight to a receiver that has not answered within %s s; "
+                "if this process exits now they may be lost",
+                self._label(),
+                self._in_flight,
+                self.drain_timeout,
+            )
         super().close()
 
     def _reset_after_fork(self) -> None:
