@@ -69,7 +69,10 @@ class StdoutHandler(SinkHandler):
             self.stream.flush()
             return
         raw = data.encode("utf-8", errors="backslashreplace")
-        fd = sys.stdout.fileno() if sys.stdout is not None else 1
+        try:
+            fd = sys.stdout.fileno()
+        except (AttributeError, ValueError, OSError):  # stdout replaced (captured, closed): the real one
+            fd = 1
         view = memoryview(raw)
         while view:
             n = os.write(fd, view)
