@@ -37,3 +37,13 @@ def test_sink_stats_keys_by_name_and_skips_handlers_without_stats(tmp_path: obje
     assert {"sent", "queued", "spooled", "dropped"} <= set(stats["out"])
     named.close()
     unnamed.close()
+
+
+def test_bad_queue_options_are_config_errors(tmp_path: object) -> None:
+    import pytest
+
+    from flocklog.errors import ConfigError
+
+    for bad in ({"queue_size": 0}, {"batch_size": 0}, {"retry_interval": 0}, {"drain_timeout": -1}):
+        with pytest.raises(ConfigError):
+            sinks.StdoutHandler(spool_dir=str(tmp_path), **bad)

@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from flocklog import _lifecycle
+from flocklog.errors import ConfigError
 
 log = logging.getLogger("flocklog.hub.sinks")
 
@@ -193,10 +194,14 @@ class SinkHandler(logging.Handler):
         drain_timeout: float = 10.0,
     ) -> None:
         super().__init__(level)
+        if queue_size < 1 or batch_size < 1:
+            raise ConfigError(f"{type(self).__name__}: queue_size and batch_size must be >= 1")
+        if not 0 < retry_interval <= 3600 or drain_timeout < 0:
+            raise ConfigError(f"{type(self).__name__}: retry_interval must be in (0, 3600] s, drain_timeout >= 0")
         if name:
             self.set_name(name)
         self.queue_size = queue_size
-        self.batch_size = max(1, batch_size)
+        self.batch_size = batch_size
         self.spool_dir = spool_dir or default_spool_dir(self.kind, name)
         self.retry_interval = retry_interval
         self.max_retry_interval = max(retry_interval, max_retry_interval)

@@ -55,8 +55,8 @@ class StdoutHandler(SinkHandler):
     kind = "stdout"
 
     def __init__(self, level: int | str = logging.NOTSET, *, stream: IO[str] | None = None, **options: Any) -> None:
+        self.stream = stream  # before the base starts a sender for a predecessor's spool
         super().__init__(level, **options)
-        self.stream = stream
         self.setFormatter(_JSONLineFormatter())
 
     def prepare(self, record: logging.LogRecord) -> Any:
