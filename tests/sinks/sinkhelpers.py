@@ -34,10 +34,11 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def start_serve(config: Path, sock: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
+def start_serve(config: Path | None, sock: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
     """``flocklog serve`` with its stdout on a pipe (the reader is the caller), up when its socket answers."""
+    options = ["--config", str(config)] if config is not None else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flocklog.cli", "serve", "--config", str(config), "--unix", str(sock), *extra],
+        [sys.executable, "-m", "flocklog.cli", "serve", *options, "--unix", str(sock), *extra],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -47,6 +49,31 @@ def test_serve_stdout_delivers_every_writer_record_exactly_once(
         assert obj["logger"] == f"flocklog.testing.{writer}"
         assert obj["level"] == "INFO" and obj["ts"].endswith("Z")
     assert "stdout" not in err or "records remain spooled" not in err
+
+
+def test_serve_dash_dash_stdout_needs_no_config_file(
+    tmp_path: Path, subprocess_env: dict[str, str], run_id: str
+) -> None:
+    """``flocklog serve --stdout``: the integration of ``stdout_config()`` into the CLI (skips until it is wired)."""
+    helptext = subprocess.run(
+        [sys.executable, "-m", "flocklog.cli", "serve", "--help"], env=subprocess_env, capture_output=True, text=True
+    ).stdout
+    if "--stdout" not in helptext:
+        pytest.skip("flocklog serve has no --stdout option yet: wire flocklog.hub.sinks.stdout_config into it")
+    sock = tmp_path / "hub.sock"
+    hub = start_serve(None, sock, subprocess_env, "--stdout")
+    reader = LineReader(hub.stdout)
+    try:
+        writers = start_writers(f"unix:{sock}", subprocess_env, tmp_path / "spool", run_id, n=2, count=1000)
+        assert finish(writers) == [1000, 1000]
+        wait_for(lambda: reader.count(run_id) >= 2000, 120, "2000 JSON lines on the hub's stdout")
+    finally:
+        hub.send_signal(signal.SIGTERM)
+        _, err = hub.communicate(timeout=60)
+    reader.join(30)
+    assert hub.returncode == 0, err
+    messages = [json.loads(line)["message"] for line in reader.snapshot()]
+    check_exactly_once(messages, run=run_id, writers={"w0": 1000, "w1": 1000})
 
 
 def _stamped_record(run: str, seq: int, **extra: object) -> logging.LogRecord:
