@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from sinkhelpers import check_exactly_once, finish, start_serve, start_writers, wait_for, write_config
+from sinkhelpers import IN_CI, check_exactly_once, finish, start_serve, start_writers, wait_for, write_config
 
-from conftest import IN_CI
 from flocklog.testing import format_stamp, parse_stamp
 
 pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed (pip install 'flocklog[otel]')")

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sinkhelpers import check_exactly_once, finish, start_serve, start_writers, wait_for, write_config
+from sinkhelpers import check_exactly_once, finish, need, start_serve, start_writers, wait_for, write_config
 
-from conftest import need
 from flocklog.hub.sinks import SyslogHandler
 from flocklog.hub.sinks.syslog import parse_address, severity
 
