@@ -1,0 +1,96 @@
+"""The stdout sink: JSON lines on the hub's standard output, the container convention (a node agent ships them).
+
+One process in the pod writes, so lines from many workers never interleave; the hub's own messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import sys
+from typing import IO, Any
+
+from flocklog.hub.sinks._base import SinkHandler
+from flocklog.hub.sinks._fields import exception_text, extras, rfc3339, stack_text
+
+
+class _JSONLineFormatter(logging.Formatter):
+    """A minimal private JSON-lines encoder: stable key order, UTC RFC 3339 time, no line break inside a record.
+
+    Stand-in until ``flocklog.JSONFormatter`` lands; the stdout sink then uses that instead.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        obj: dict[str, Any] = {
+            "ts": rfc3339(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+            "thread": record.thread,
+            "thread_name": record.threadName,
+            "process_name": record.processName,
+        }
+        exc = exception_text(record, self)
+        if exc:
+            obj["exc_text"] = exc
+        stack = stack_text(record)
+        if stack:
+            obj["stack_info"] = stack
+        for key, value in extras(record).items():
+            obj.setdefault(key, value)
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+class StdoutHandler(SinkHandler):
+    """Writes each record as one JSON line to standard output (or ``stream``), from its own sender thread.
+
+    A reader that stops reading fills the pipe: the sender blocks, the hub does not; the queue then spills to the
+    spool and the spool is written out, oldest first, once the reader drains the pipe again. The default
+    formatter is a JSON-lines encoder; configure any other formatter in the hub's dictConfig as usual.
+    """
+
+    kind = "stdout"
+
+    def __init__(self, level: int | str = logging.NOTSET, *, stream: IO[str] | None = None, **options: Any) -> None:
+        self.stream = stream  # before the base starts a sender for a predecessor's spool
+        super().__init__(level, **options)
+        self.setFormatter(_JSONLineFormatter())
+
+    def prepare(self, record: logging.LogRecord) -> Any:
+        return self.format(record).replace("\n", "\\n") + "\n"
+
+    def deliver(self, items: list[Any]) -> None:
+        data = "".join(items)
+        if self.stream is not None:
+            self.stream.write(data)
+            self.stream.flush()
+            return
+        raw = data.encode("utf-8", errors="backslashreplace")
+        try:
+            fd = sys.stdout.fileno()
+        except (AttributeError, ValueError, OSError):  # stdout replaced (captured, closed): the real one
+            fd = 1
+        view = memoryview(raw)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+
+
+def stdout_config(config: dict[str, Any] | None = None, *, level: str = "NOTSET") -> dict[str, Any]:
+    """A hub dictConfig that also (or only, if ``config`` is None) writes JSON lines to stdout: ``serve --stdout``.
+
+    The handler is named ``stdout``; a config that already has a handler of that name keeps it.
+    """
+    cfg: dict[str, Any] = copy.deepcopy(config) if config else {"version": 1}
+    cfg.setdefault("version", 1)
+    handlers = cfg.setdefault("handlers", {})
+    handlers.setdefault("stdout", {"class": "flocklog.hub.sinks.StdoutHandler", "level": level})
+    root = cfg.setdefault("root", {})
+    root.setdefault("level", "DEBUG")
+    names = root.setdefault("handlers", [])
+    if "stdout" not in names:
+        names.append("stdout")
+    return cfg
