@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from flocklog._workload import KINDS, Result, Workload, run_workload
+from flocklog._benchmark_harness import KINDS, Result, Workload, run_workload
 from flocklog.verify import Report, VerifyOptions, verify_paths
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from writers import build, start_interpreter, start_process, write
 
 from flocklog import ConfigError
 from flocklog.files.handlers import ConcurrentRotatingFileHandler, RotatingFileHandler
-from flocklog.testing import Stamp, stamped_logger, write_stamped
+from flocklog.stamps import Stamp, stamped_logger, write_stamped
 from flocklog.verify import VerifyOptions, verify_paths
 
 SIZE = "flocklog.RotatingFileHandler"

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flocklog.testing import stamped_logger, write_stamped
+from flocklog.stamps import stamped_logger, write_stamped
 
 FORMAT = "%(asctime)s %(levelname)s [PID:%(process)d] %(message)s"
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -64,7 +64,7 @@ def start_interpreter(
     cmd = [
         sys.executable,
         "-m",
-        "flocklog.testing",
+        "flocklog.stamps",
         "--handler",
         handler_class,
         "--kwargs",
