@@ -37,7 +37,7 @@ SHORT_NAMES = {
 }
 MARKER = ".flocklog-demo"  # says "an earlier demo made this directory": the demo may empty it again
 BACKUP_COUNT = 5000  # sized so retention removes nothing in a demo run: any missing record is a loss
-EXAMPLES = ("examples/gunicorn_app", "examples/django_celery", "examples/uvicorn_app", "examples/fastapi_pipeline")
+EXAMPLES = ("gunicorn_app", "django_celery", "uvicorn_app", "fastapi_pipeline")  # under examples/, each with a README
 
 
 class DemoDirError(click.ClickException):
@@ -93,7 +93,8 @@ def verify_command(work: Workload) -> str:
     """The exact ``flocklog verify`` command that re-checks one set the way the demo checked it."""
     timed = KINDS[work.kind].rotation == "time"
     rotation = f"--when {work.when}" if timed else f"--max-bytes {work.max_bytes}"
-    return f"flocklog verify {work.log_path} --ledger {work.ledger} --backup-count {work.backup_count} {rotation}"
+    # No --backup-count: the demo's is never reached, and without one a missing oldest record is lost, not expired.
+    return f"flocklog verify {work.log_path} --ledger {work.ledger} {rotation}"
 
 
 def verify_workload(work: Workload, result: Result, run: str) -> Report:
@@ -161,7 +162,11 @@ def run_files_part(
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         progress = Progress(
-            TextColumn("{task.description}"), BarColumn(bar_width=20), TimeElapsedColumn(), console=console
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=20),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,  # the table that follows says the same, whole
         )
         progress.start()
     try:
@@ -197,9 +202,10 @@ def render_files(rows: list[dict[str, Any]], processes: int, seconds: float, con
 
     wide = console.width >= 100
     table = Table(
-        title=f"{processes} processes x {seconds:g} s into one log set per handler",
+        title=f"{processes} processes x {seconds:g} s, one log set per handler (stdlib's or flocklog's)",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
+        show_edge=False,
     )
     columns = ["handler", "records", "lost", "dup", "torn", "misfiled", "bad rot.", "verdict"]
     if wide:
@@ -223,11 +229,9 @@ def render_files(rows: list[dict[str, Any]], processes: int, seconds: float, con
         table.add_row(*(cells[column] for column in columns))
     console.print(table)
     for line in (
-        "stdlib: logging.handlers.RotatingFileHandler / TimedRotatingFileHandler",
-        "flocklog: flocklog.RotatingFileHandler / TimedRotatingFileHandler",
-        "lost: logged but not in the set   dup: in it twice   torn: broken lines",
-        "misfiled: in the wrong time slot's file, or one slot rotated twice",
-        "bad rot.: archives rotated before they were full, too often, or missing",
+        "size/timed: RotatingFileHandler/TimedRotatingFileHandler; lost: logged, not in",
+        "the set; dup: in it twice; torn: broken lines; misfiled: in another time",
+        "slot's file; bad rot.: archive rotated before it was full, or missing",
     ):
         console.print(line, style="dim", highlight=False)
     for row in rows:
@@ -249,7 +253,11 @@ def run_pipeline_part(
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         with Progress(
-            TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(), console=console
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(),
+            console=console,
+            transient=True,
         ) as progress:
             task = progress.add_task("pipeline: embedded broker -> SQLite", total=processes * records)
             summary = run_pipeline_demo(
@@ -276,12 +284,13 @@ def render_pipeline(summary: dict[str, Any], console: Console) -> None:
     from rich.table import Table
 
     stored = "every one" if summary["ok"] else f"{summary['rows']:,}"
+    database = str(summary["database"]).removeprefix("sqlite:///")
     console.print(
-        f"{summary['producers']} processes sent {summary['records_sent']:,} execution-log records through the"
-        f" embedded broker to a Celery worker, which stored {stored} of them in SQLite"
-        f" ({summary['database']}) in {summary['all_stored_s']:g} s."
+        f"\n{summary['producers']} processes sent {summary['records_sent']:,} execution-log records through the"
+        f" embedded broker to a Celery worker, which stored {stored} of them in {summary['all_stored_s']:g} s"
+        f" ({database}):"
     )
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for column in ("records sent", "rows stored", "duplicates", "time to store", "rows/s", "verdict"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_row(
@@ -297,20 +306,30 @@ def render_pipeline(summary: dict[str, Any], console: Console) -> None:
 
 def next_steps(rows: list[dict[str, Any]], directory: Path) -> list[str]:
     """The exact commands to look at the result and to go further."""
-    steps = [row["verify"] for row in rows if row["kind"] in ("flocklog-size", "stdlib-size")]
-    steps += [f"less {directory / 'flocklog-size' / 'app.log'}"] if rows else []
-    return steps
+    return [row["verify"] for row in rows if row["kind"] in ("stdlib-size", "flocklog-size")]
+
+
+def _shell_lines(command: str, width: int) -> list[str]:
+    """``command`` as lines of at most ``width`` columns, continued with a backslash, so a copy still runs."""
+    lines: list[str] = []
+    current = ""
+    for word in command.split(" "):
+        if current and len(current) + 1 + len(word) + 2 > width:
+            lines.append(current + " \\")
+            current = "    " + word
+        else:
+            current = f"{current} {word}" if current else word
+    return [*lines, current]
 
 
 def render_next(rows: list[dict[str, Any]], directory: Path, console: Console) -> None:
     steps = next_steps(rows, directory)
     if steps:
-        console.print(f"\nThe log sets are in {directory}/. Check them again (exit 1 = defects, 0 = clean):")
+        console.print(f"Look at the result in {directory}/ (exit status 1 = defects, 0 = clean):")
         for step in steps:
-            console.print(f"  {step}", soft_wrap=True, highlight=False)
-    console.print("\nGo further: runnable projects in the source tree, each with a README:")
-    for example in EXAMPLES:
-        console.print(f"  {example}/README.md", highlight=False)
+            for line in _shell_lines(step, console.width - 2):
+                console.print(f"  {line}", highlight=False, soft_wrap=True)
+    console.print(f"Go further: examples/{EXAMPLES[0]}/README.md and the other examples/*/README.md", highlight=False)
 
 
 @click.command()
@@ -355,8 +374,6 @@ def demo(
         if not as_json:
             render_files(rows, processes, seconds, console)
     if part in ("all", "pipeline"):
-        if not as_json:
-            console.print()
         summary = run_pipeline_part(directory, processes, records, live, say)
         if summary is not None and not as_json:
             render_pipeline(summary, console)
