@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import logging
 import subprocess
@@ -301,6 +302,9 @@ def test_stdlib_size_rotation_below_its_backup_count_fails_and_flocklog_passes(t
     stdlib_log, stdlib_options = _real_set(tmp_path, "stdlib-size", **settings)
     stdlib = verify_paths([str(stdlib_log)], stdlib_options)
     assert not stdlib.ok and stdlib.expired == 0, stdlib.to_dict()  # backupCount never reached: nothing expired
+    # Told nothing about retention, verify calls no missing record "expired" (the old checker said 182 of them were).
+    bare = verify_paths([str(stdlib_log)], VerifyOptions(run=stdlib_options.run))
+    assert not bare.ok and bare.expired == 0, bare.to_dict()
     flocklog_log, flocklog_options = _real_set(tmp_path, "flocklog-size", **settings)
     flocklog = verify_paths([str(flocklog_log)], flocklog_options)
     assert flocklog.ok and flocklog.expired == 0, flocklog.to_dict()
@@ -312,6 +316,8 @@ def test_stdlib_timed_rotation_every_second_fails_and_flocklog_passes(tmp_path: 
     stdlib_log, stdlib_options = _real_set(tmp_path, "stdlib-timed", **settings)
     stdlib = verify_paths([str(stdlib_log)], stdlib_options)
     assert not stdlib.ok and stdlib.lost > 0 and stdlib.expired == 0, stdlib.to_dict()
+    bare = verify_paths([str(stdlib_log)], VerifyOptions(run=stdlib_options.run, when="S"))
+    assert not bare.ok and bare.lost > 0 and bare.expired == 0, bare.to_dict()  # old: lost 0, expired 90,159
     flocklog_log, flocklog_options = _real_set(tmp_path, "flocklog-timed", **settings)
     flocklog = verify_paths([str(flocklog_log)], flocklog_options)
     assert flocklog.ok, flocklog.to_dict()
@@ -418,3 +424,34 @@ def test_cli_reads_expectations_from_a_file_and_a_ledger(
         [*base, "--expect-file", str(expect)], capture_output=True, text=True, env=subprocess_env, check=False
     )
     assert bad.returncode == 1 and bad.stderr.strip().startswith("Error: --expect-file")
+
+
+def test_flocklog_testing_is_a_deprecated_alias_of_flocklog_stamps(subprocess_env: dict[str, str]) -> None:
+    code = "import flocklog.testing as t, flocklog.stamps as s; assert t.parse_stamp is s.parse_stamp"
+    warned = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning", "-c", code],
+        capture_output=True,
+        text=True,
+        env=subprocess_env,
+        check=False,
+    )
+    assert warned.returncode == 1 and "DeprecationWarning: flocklog.testing is deprecated" in warned.stderr
+    quiet = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", code], env=subprocess_env, check=False
+    )
+    assert quiet.returncode == 0
+
+
+def test_the_report_for_a_person_fits_80_columns_and_says_why(tmp_path: Path, run_id: str) -> None:
+    from rich.console import Console
+
+    from flocklog.verify import render_report
+
+    log = tmp_path / "app.log"
+    _write_set(log, run_id, writers=2)
+    log.write_text("".join(log.read_text().splitlines(keepends=True)[5:]))
+    out = io.StringIO()
+    render_report(verify_paths([str(log)]), Console(file=out, width=80, color_system=None))
+    text = out.getvalue()
+    assert all(len(line) <= 80 for line in text.splitlines()) and "…" not in text, text
+    assert "DEFECTS: lost 5" in text and "writer w0: oldest 5 missing, counted as lost" in text

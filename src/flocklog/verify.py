@@ -505,7 +505,7 @@ class _Retention:
             )
         if options.max_age is not None:
             return False, f"nothing in the set is old enough for max_age={options.max_age:g}s to have removed it"
-        return False, "no retention was given (--backup-count, --max-age) to explain it; --allow-expired accepts it"
+        return False, "no --backup-count or --max-age explains it (--allow-expired would accept it)"
 
 
 def _slot_length(options: VerifyOptions) -> float:
@@ -559,7 +559,7 @@ def _check_writers(
                     writer_report.expired += tail
                     tail_expired = True
                 else:
-                    report.notes.append(f"writer {writer}: its newest {tail} record(s) are missing and count as lost")
+                    report.notes.append(f"writer {writer}: newest {tail:,} missing, counted as lost")
             if tail and not tail_expired:
                 writer_report.lost += tail
         if first > 0:
@@ -568,9 +568,7 @@ def _check_writers(
                 writer_report.expired += first
             else:
                 writer_report.lost += first
-                report.notes.append(
-                    f"writer {writer}: its oldest {first} record(s) are missing and count as lost: {why}"
-                )
+                report.notes.append(f"writer {writer}: oldest {first:,} missing, counted as lost: {why}")
         report.writers.append(writer_report)
         report.lost += writer_report.lost
         report.duplicated += writer_report.duplicated
@@ -600,37 +598,55 @@ def _check_writers(
         report.problems.append(f"found {len(seqs)} writers, expected {options.writers}")
 
 
-def render_report(report: Report) -> None:
-    """Print the report as tables for a person; ``--json`` is the machine form."""
+def _defects(report: Report) -> list[tuple[str, int]]:
+    return [
+        ("lost", report.lost),
+        ("duplicated", report.duplicated),
+        ("torn", report.torn),
+        ("misfiled", report.interval_violations),
+        ("split intervals", report.split_intervals),
+        ("missing writers", report.missing_writers),
+        ("unreadable files", report.unreadable),
+        ("undersized archives", report.undersized_archives),
+        ("same-second rotations", report.same_second_rotations),
+        ("excess archives", report.excess_archives),
+        ("missing archives", report.missing_archives),
+    ]
+
+
+def render_report(report: Report, console: Any = None) -> None:
+    """Print the report for a person, within 80 columns; ``--json`` is the machine form."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    files = Table(title="files")
-    for column in ("file", "records", "torn", "other lines", "interval", "misfiled"):
-        files.add_column(column, justify="left" if column == "file" else "right")
+    console = console or Console()
+    files = Table(title="files", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for column in ("file", "bytes", "records", "torn", "other", "slot start", "misfiled"):
+        files.add_column(column, justify="left" if column in ("file", "slot start") else "right")
     for f in report.files:
         interval = "-"
         if f.interval_start is not None and f.interval_end is not None:
-            start = dt.datetime.fromtimestamp(f.interval_start).strftime("%Y-%m-%d %H:%M:%S")
+            start = dt.datetime.fromtimestamp(f.interval_start).strftime("%m-%d %H:%M:%S")
             interval = f"{start} +{f.interval_end - f.interval_start:g}s"
         name = os.path.basename(f.path) + (f" (unreadable: {f.unreadable})" if f.unreadable else "")
-        files.add_row(name, str(f.records), str(f.torn), str(f.foreign), interval, str(f.interval_violations))
+        files.add_row(
+            name, f"{f.bytes:,}", f"{f.records:,}", str(f.torn), str(f.foreign), interval, str(f.interval_violations)
+        )
     console.print(files)
-    summary = Table(title="verdict")
-    for column in ("records", "writers", "lost", "duplicated", "torn", "expired", "misfiled", "split", "ok"):
-        summary.add_column(column, justify="right")
-    summary.add_row(
-        str(report.records),
-        str(len(report.writers)),
-        str(report.lost),
-        str(report.duplicated),
-        str(report.torn),
-        str(report.expired),
-        str(report.interval_violations),
-        str(report.split_intervals),
-        "[green]yes[/green]" if report.ok else "[red]NO[/red]",
-    )
-    console.print(summary)
+    counts = f"{report.records:,} records from {len(report.writers)} writer(s) in {len(report.files)} file(s)"
+    if report.expired:
+        counts += f", {report.expired:,} expired by retention"
+    console.print(counts, highlight=False)
+    found = [f"{name} {value:,}" for name, value in _defects(report) if value]
+    if report.ok:
+        console.print("[green]ok[/green]: nothing lost, duplicated, torn or misfiled")
+    else:
+        reason = ", ".join(found) or ("no record found" if not report.records else "see the problems below")
+        console.print(f"[red]DEFECTS[/red]: {reason}", highlight=False)
     for problem in report.problems:
-        console.print(f"[red]problem:[/red] {problem}")
+        console.print(f"[red]problem:[/red] {problem}", highlight=False)
+    for note in report.notes[:10]:
+        console.print(f"note: {note}", highlight=False)
+    if len(report.notes) > 10:
+        console.print(f"note: ... and {len(report.notes) - 10} more (--json lists them all)")
