@@ -388,6 +388,7 @@ def test_size_rotation_sanity_finds_small_archives_holes_and_too_many_rotations(
     assert report.undersized_archives == 1 and not report.ok, report.to_dict()
     inferred = verify_paths([str(log)])  # without --max-bytes, the median archive stands for it
     assert inferred.undersized_archives == 1 and inferred.max_bytes_inferred and not inferred.ok
+    assert verify_paths([str(log)], VerifyOptions(max_bytes=0)).ok  # not a size set: no size checks
     holes = tmp_path / "holes"
     holes.mkdir()
     log = _size_set(holes, run_id, full)

@@ -60,7 +60,13 @@ def main() -> None:
 )
 @click.option("--backup-count", type=int, default=None, help="The set's backupCount: what retention may remove.")
 @click.option("--max-age", type=float, default=None, help="The set's max_age in seconds: what retention may remove.")
-@click.option("--max-bytes", type=int, default=None, help="The set's maxBytes: check size rotation against it.")
+@click.option(
+    "--max-bytes",
+    type=int,
+    default=None,
+    help="The set's maxBytes: check size rotation against it (default: the median archive; 0: no size checks,"
+    " e.g. for numbered archives that logrotate made by time).",
+)
 @click.option(
     "--allow-expired/--no-allow-expired",
     default=None,

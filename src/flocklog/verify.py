@@ -60,7 +60,7 @@ class VerifyOptions:
     tolerance: float = 0.0
     backup_count: int | None = None  # the set's backupCount: fewer archives than this means nothing expired
     max_age: float | None = None  # seconds: the set's age retention
-    max_bytes: int | None = None  # the set's maxBytes: turns on the size-rotation checks (else inferred)
+    max_bytes: int | None = None  # the set's maxBytes for the size-rotation checks (None: inferred; 0: no checks)
     ledger: str | None = None  # a directory of writers' ledgers (flocklog.stamps.Ledger): expected counts
     now: float | None = None  # the time retention is judged at (default: when verify runs)
 
@@ -73,8 +73,8 @@ class VerifyOptions:
             raise ConfigError(f"--backup-count must be >= 0, got {self.backup_count}")
         if self.max_age is not None and not self.max_age > 0:
             raise ConfigError(f"--max-age must be > 0 seconds, got {self.max_age}")
-        if self.max_bytes is not None and self.max_bytes < 1:
-            raise ConfigError(f"--max-bytes must be >= 1, got {self.max_bytes}")
+        if self.max_bytes is not None and self.max_bytes < 0:
+            raise ConfigError(f"--max-bytes must be >= 0 (0: the set is not rotated by size), got {self.max_bytes}")
 
 
 @dataclass
@@ -412,7 +412,7 @@ def _check_size_rotation(
     archives needed, and said so in the report).
     """
     by_base = _numbered_archives(report, base_names)
-    if not by_base:
+    if not by_base or options.max_bytes == 0:
         return
     max_bytes = options.max_bytes
     if max_bytes is None:
