@@ -136,10 +136,11 @@ def _row(kind: str, work: Workload, result: Result, report: Report) -> dict[str,
 
 
 def _summary_line(row: dict[str, Any]) -> str:
+    """The one plain line a piped run prints per handler: under 80 columns for realistic counts."""
     verdict = "clean" if row["ok"] else "DEFECTS"
     return (
-        f"{row['handler']}: {row['records']:,} records, {row['lost']:,} lost, {row['duplicated']:,} duplicated,"
-        f" {row['torn']:,} torn, {row['misfiled']:,} misfiled -> {verdict}"
+        f"{row['name']}: {row['records']:,} records, lost {row['lost']:,}, dup {row['duplicated']:,},"
+        f" torn {row['torn']:,}, misfiled {row['misfiled']:,}, bad rot. {row['bad_rotations']:,} -> {verdict}"
     )
 
 
@@ -271,7 +272,7 @@ def run_pipeline_part(
     summary["ok"] = summary.get("rows") == summary.get("records_sent") and not summary.get("duplicates")
     if say is not None:
         say(
-            f"execution-log pipeline: {summary['records_sent']:,} records sent, {summary['rows']:,} rows stored,"
+            f"pipeline: {summary['records_sent']:,} sent, {summary['rows']:,} stored,"
             f" {summary['duplicates']:,} duplicates, {summary['all_stored_s']:g} s -> "
             + ("clean" if summary["ok"] else "DEFECTS")
         )
