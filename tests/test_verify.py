@@ -283,11 +283,12 @@ def _real_set(tmp_path: Path, kind: str, **settings: Any) -> tuple[Path, VerifyO
 
 @pytest.mark.slow
 def test_stdlib_size_rotation_with_a_full_backup_count_fails_and_flocklog_passes(tmp_path: Path) -> None:
-    # backupCount reached, so the old checker called every missing prefix "expired" and said ok (seen: ok, exit 0,
-    # on 46,433 "expired" of 96,358). The ledger times and the archive sizes show it is loss. Writers write the same
-    # count, so all four are still writing while the surviving archives (the newest 30) fill: the stdlib's damage
-    # is inside what survives, where a checker can see it (damage in what retention removed is invisible to any).
-    settings: dict[str, Any] = {"max_bytes": 16384, "backup_count": 30, "count": 5000, "duration": None}
+    # backupCount reached, so the old checker called every missing oldest part "expired" (with writers started one
+    # after another it said ok, exit 0, on a stdlib set with 46,433 of 96,358 records "expired"). Writers write the
+    # same count, so all four are still writing while the surviving archives (the newest 100) fill: the stdlib's
+    # damage is inside what survives, where a checker can see it; damage only in what retention removed afterwards
+    # is invisible to any checker.
+    settings: dict[str, Any] = {"max_bytes": 16384, "backup_count": 100, "count": 5000, "duration": None}
     stdlib_log, stdlib_options = _real_set(tmp_path, "stdlib-size", **settings)
     stdlib = verify_paths([str(stdlib_log)], stdlib_options)
     assert not stdlib.ok and stdlib.lost > 0, stdlib.to_dict()

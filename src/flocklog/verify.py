@@ -467,6 +467,9 @@ def _check_size_rotation(
         )
 
 
+_IN_FLIGHT = 0.5
+
+
 @dataclass(frozen=True)
 class _Retention:
     """What the set's retention can explain: a missing oldest prefix is expired only where this says so."""
@@ -474,6 +477,12 @@ class _Retention:
     options: VerifyOptions
     archives: int
     oldest_record: float | None
+
+    @property
+    def slack(self) -> float:
+        """Seconds a record may wait between its creation and its write (a descheduled process holding it), so a
+        file's records are time-ordered only to within this: comparisons with the oldest record allow it."""
+        return max(self.options.tolerance, _IN_FLIGHT)
 
     def explains(self, first: int, started: float | None) -> tuple[bool, str]:
         """``(explained, why not)`` for missing records of a writer, all written at or after ``started``.
@@ -486,7 +495,7 @@ class _Retention:
             return True, ""
         if options.allow_expired is False:
             return False, "expired records are not allowed (--no-allow-expired)"
-        if started is not None and self.oldest_record is not None and started > self.oldest_record + options.tolerance:
+        if started is not None and self.oldest_record is not None and started > self.oldest_record + self.slack:
             return False, "they were written after the oldest surviving record, so retention cannot have removed them"
         if options.backup_count is not None and options.backup_count > 0 and self.archives >= options.backup_count:
             return True, ""
@@ -555,7 +564,11 @@ def _check_writers(
                 # too, but only if it wrote them all before the oldest surviving record (written at booked[2]).
                 explained, _ = retention.explains(tail, None)
                 newest = booked[2]
-                if explained and retention.oldest_record is not None and newest < retention.oldest_record:
+                if (
+                    explained
+                    and retention.oldest_record is not None
+                    and newest < retention.oldest_record + retention.slack
+                ):
                     writer_report.expired += tail
                     tail_expired = True
                 else:
@@ -584,7 +597,7 @@ def _check_writers(
         if options.expected_counts is not None and writer in options.expected_counts:
             continue  # counted above
         explained, why = retention.explains(count, started)
-        if explained and retention.oldest_record is not None and newest < retention.oldest_record:
+        if explained and retention.oldest_record is not None and newest < retention.oldest_record + retention.slack:
             report.expired += count  # every record of it older than the oldest surviving one: retention
             continue
         report.missing_writers += 1
