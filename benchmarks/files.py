@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from flocklog._workload import KINDS, Workload, available, run_workload
+from flocklog._benchmark_harness import KINDS, Workload, available, run_workload
 from flocklog.verify import VerifyOptions, verify_paths
 
 ALL_KINDS = [

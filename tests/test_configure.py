@@ -16,14 +16,14 @@ import pytest
 import flocklog
 from flocklog.errors import ConfigError
 from flocklog.hub.status import query_status
-from flocklog.testing import StampFilter, parse_stamp
+from flocklog.stamps import StampFilter, parse_stamp
 from flocklog.verify import VerifyOptions, verify_paths
 
 # A cron job as users write it: configure, log through an ordinary logger, exit without closing anything.
 JOB = """
 import logging, sys
 import flocklog
-from flocklog.testing import StampFilter, write_stamped
+from flocklog.stamps import StampFilter, write_stamped
 
 run, writer, count, pause, target = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 if target == "hub":

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
-from flocklog.testing import Stamp, StampFilter
+from flocklog.stamps import Stamp, StampFilter
 
 log = logging.getLogger("gunicorn_app")
 log.addFilter(StampFilter())

@@ -6,7 +6,7 @@ import logging
 
 from fastapi import FastAPI
 
-from flocklog.testing import Stamp, StampFilter
+from flocklog.stamps import Stamp, StampFilter
 
 log = logging.getLogger("uvicorn_app")
 log.addFilter(StampFilter())

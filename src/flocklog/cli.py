@@ -47,10 +47,31 @@ def main() -> None:
 @click.option("--interval", type=int, default=1, show_default=True)
 @click.option("--utc", is_flag=True, help="Archive suffixes are UTC times.")
 @click.option(
+    "--expect-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help='JSON object {"writer": records written, ...}: finds each writer\'s missing tail.',
+)
+@click.option(
+    "--ledger",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Directory of the writers' ledgers (flocklog.stamps --ledger): each writer's expected count.",
+)
+@click.option("--backup-count", type=int, default=None, help="The set's backupCount: what retention may remove.")
+@click.option("--max-age", type=float, default=None, help="The set's max_age in seconds: what retention may remove.")
+@click.option(
+    "--max-bytes",
+    type=int,
+    default=None,
+    help="The set's maxBytes: check size rotation against it (default: the median archive; 0: no size checks,"
+    " e.g. for numbered archives that logrotate made by time).",
+)
+@click.option(
     "--allow-expired/--no-allow-expired",
-    default=True,
-    show_default=True,
-    help="Accept a missing oldest prefix per writer (removed by retention).",
+    default=None,
+    help="Accept any missing oldest prefix as expired / never. Default: only where --backup-count or --max-age"
+    " explains it.",
 )
 @click.option("--allow-split", is_flag=True, help="Accept several archives for one interval (size-or-time).")
 @click.option("--tolerance", type=float, default=0.0, show_default=True, help="Seconds of slack at boundaries.")
@@ -63,7 +84,12 @@ def verify(
     when: str | None,
     interval: int,
     utc: bool,
-    allow_expired: bool,
+    expect_file: str | None,
+    ledger: str | None,
+    backup_count: int | None,
+    max_age: float | None,
+    max_bytes: int | None,
+    allow_expired: bool | None,
     allow_split: bool,
     tolerance: float,
     as_json: bool,
@@ -71,10 +97,16 @@ def verify(
     """Check a log set written by stamped writers for loss, duplication, torn lines and misfiled records.
 
     Each PATH is a log file (its rotated and .gz archives are included) or a directory. Exits 1 on any defect.
+    Lines may be plain text ending with the stamp or JSON objects whose "message" ends with it.
     """
-    from flocklog.verify import VerifyOptions, render_report, verify_paths
+    from flocklog.verify import VerifyOptions, read_expect_file, render_report, verify_paths
 
     options = VerifyOptions(
+        expected_counts=None if expect_file is None else read_expect_file(expect_file),
+        ledger=ledger,
+        backup_count=backup_count,
+        max_age=max_age,
+        max_bytes=max_bytes,
         expect_per_writer=expect,
         writers=writers,
         run=run_id,

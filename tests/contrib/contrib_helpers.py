@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from flocklog.testing import parse_stamp
+from flocklog.stamps import parse_stamp
 
 
 def free_port() -> int:

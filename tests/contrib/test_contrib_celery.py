@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from contrib_helpers import Server, stamped_count, wait_until
 
-from flocklog.testing import parse_stamp
+from flocklog.stamps import parse_stamp
 from flocklog.verify import VerifyOptions, verify_paths
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -29,7 +29,7 @@ TASKS_MODULE = textwrap.dedent(
     from celery.utils.log import get_task_logger
 
     from flocklog.contrib.celery import setup
-    from flocklog.testing import Stamp, StampFilter
+    from flocklog.stamps import Stamp, StampFilter
 
     app = Celery("flk_tasks", broker=os.environ["FLK_BROKER"])
     app.conf.update(task_ignore_result=True, broker_connection_retry_on_startup=True, worker_prefetch_multiplier=1)

@@ -19,7 +19,7 @@ from writers import POSIX, build, start_interpreter, start_process, write
 
 from flocklog import ConfigError
 from flocklog.files.handlers import ConcurrentRotatingFileHandler, RotatingFileHandler
-from flocklog.testing import Stamp, stamped_logger, write_stamped
+from flocklog.stamps import Stamp, stamped_logger, write_stamped
 from flocklog.verify import VerifyOptions, verify_paths
 
 pytestmark = POSIX  # fork, fcntl, signals
@@ -62,7 +62,7 @@ def test_small_backup_count_only_expires_an_oldest_prefix(tmp_path: Path, run_id
     # A writer that finished early may have expired entirely; every writer still present must end complete.
     present = {w.writer for w in verify_paths([str(log)]).writers}
     expected = {w: n for w, n in written.items() if w in present}
-    report = verify_paths([str(log)], VerifyOptions(expected_counts=expected))
+    report = verify_paths([str(log)], VerifyOptions(expected_counts=expected, backup_count=3))
     assert present and report.lost == 0 and report.duplicated == 0 and report.torn == 0, report.to_dict()
     assert report.expired > 0  # retention removed the oldest records, and only those
     assert len([p for p in tmp_path.iterdir() if p.name.startswith("app.log.") and p.name[8:].isdigit()]) <= 3

@@ -19,7 +19,7 @@ from writers import POSIX, start_interpreter, start_process
 from flocklog import ConfigError
 from flocklog.files.handlers import ConcurrentTimedRotatingFileHandler, TimedRotatingFileHandler
 from flocklog.files.policies import TimePolicy
-from flocklog.testing import format_stamp, parse_stamp
+from flocklog.stamps import format_stamp, parse_stamp
 from flocklog.verify import VerifyOptions, verify_paths
 
 pytestmark = POSIX  # fork, fcntl, TZ

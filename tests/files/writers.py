@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from flocklog.testing import stamped_logger, write_stamped
+from flocklog.stamps import stamped_logger, write_stamped
 
 FORMAT = "%(asctime)s %(levelname)s [PID:%(process)d] %(message)s"
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -66,7 +66,7 @@ def start_interpreter(
     cmd = [
         sys.executable,
         "-m",
-        "flocklog.testing",
+        "flocklog.stamps",
         "--handler",
         handler_class,
         "--kwargs",

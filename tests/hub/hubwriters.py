@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from flocklog.hub.client import HubHandler
-from flocklog.testing import stamped_logger, write_stamped
+from flocklog.stamps import stamped_logger, write_stamped
 from flocklog.verify import Report, VerifyOptions, verify_paths
 
 FORMAT = "%(asctime)s %(levelname)s [PID:%(process)d] %(message)s"

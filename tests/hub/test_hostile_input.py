@@ -17,7 +17,7 @@ from flocklog.errors import HubError
 from flocklog.hub import frames, query_status, start_hub
 from flocklog.hub._address import parse_address
 from flocklog.hub.client import HubHandler
-from flocklog.testing import stamped_logger, write_stamped
+from flocklog.stamps import stamped_logger, write_stamped
 
 
 class CreatesAFile:

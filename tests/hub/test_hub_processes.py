@@ -16,7 +16,7 @@ from pathlib import Path
 from hubwriters import FORMAT, check, make_handler, stamped_writer
 
 from flocklog.hub import start_hub
-from flocklog.testing import stamped_logger, write_stamped
+from flocklog.stamps import stamped_logger, write_stamped
 
 PER_WRITER = 2500
 
@@ -45,7 +45,7 @@ def test_eight_writers_by_fork_spawn_and_separate_interpreters_are_written_exact
                 [
                     sys.executable,
                     "-m",
-                    "flocklog.testing",
+                    "flocklog.stamps",
                     "--handler",
                     "flocklog.HubHandler",
                     "--kwargs",
@@ -144,7 +144,7 @@ def check_counts(path: Path, run: str, counts: dict[str, int]) -> bool:
 SIGTERM_WRITER = """
 import logging, sys, time
 from flocklog import HubHandler
-from flocklog.testing import stamped_logger, write_stamped
+from flocklog.stamps import stamped_logger, write_stamped
 handler = HubHandler(when_full="block")
 handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
 n = write_stamped(stamped_logger("t", handler), run=sys.argv[1], writer=sys.argv[2], count=int(sys.argv[3]))
@@ -213,7 +213,7 @@ def test_process_pool_workers_log_through_the_parents_handler_and_drain_at_shutd
 ORPHAN_WRITER = """
 import logging, sys
 from flocklog import HubHandler
-from flocklog.testing import stamped_logger, write_stamped
+from flocklog.stamps import stamped_logger, write_stamped
 handler = HubHandler(drain_timeout=0.3, retry_interval=0.1)
 write_stamped(stamped_logger("t", handler), run=sys.argv[1], writer="orphan", count=700)
 """

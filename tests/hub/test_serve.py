@@ -55,7 +55,7 @@ def start_writers(
             [
                 sys.executable,
                 "-m",
-                "flocklog.testing",
+                "flocklog.stamps",
                 "--handler",
                 "flocklog.HubHandler",
                 "--kwargs",

@@ -36,7 +36,7 @@ TASKS_MODULE = textwrap.dedent(
     from celery import Celery
 
     from flocklog.contrib.celery import setup
-    from flocklog.testing import Stamp, StampFilter
+    from flocklog.stamps import Stamp, StampFilter
 
     app = Celery("flk_otel", broker=os.environ["FLK_BROKER"])
     app.conf.update(task_ignore_result=True, broker_connection_retry_on_startup=True, worker_prefetch_multiplier=1)

@@ -150,8 +150,8 @@ def test_rsyslog_receives_every_writer_record_exactly_once(
     for m in parsed:
         writer = m["msg"].split()[2]
         assert m["procid"] == str(pids[writer])  # the worker's pid, not the hub's
-        assert m["msgid"] == f"flocklog.testing.{writer}"
-        assert f'logger="flocklog.testing.{writer}"' in m["sd"] and 'level="INFO"' in m["sd"], m["sd"]
+        assert m["msgid"] == f"flocklog.stamps.{writer}"
+        assert f'logger="flocklog.stamps.{writer}"' in m["sd"] and 'level="INFO"' in m["sd"], m["sd"]
 
 
 def test_rfc5424_message_layout_and_escaping() -> None:

@@ -43,12 +43,14 @@ def broker_options(url: str) -> dict[str, Any]:
     timeout = broker_timeout()
     if url.startswith("filesystem://"):
         folder = Path(os.environ.get("FLOCKLOG_BROKER_DIR", DEFAULT_BROKER_DIR)).resolve()
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         return {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            # kombu's exchange table; left unset it is ./control in whatever directory the process runs in.
+            "control_folder": str(folder / "control"),
             "store_processed": False,
         }
     visibility = visibility_timeout()

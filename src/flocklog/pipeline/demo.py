@@ -16,6 +16,8 @@ from flocklog.pipeline.transports import worker_command
 
 def _producer(records: int, env: dict[str, str], counter: Any) -> None:
     os.environ.update(env)
+    # Anything kombu's filesystem transport still makes relative to the working directory lands in the demo's own.
+    os.chdir(Path(env["FLOCKLOG_BROKER_DIR"]).parent)
     from flocklog.pipeline.logger import ExecutionLogger
 
     logger = ExecutionLogger("demo", transport="celery", batch_size=50)
@@ -34,16 +36,18 @@ def run_pipeline_demo(
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
+    workdir = workdir.resolve()  # the worker and the producers run inside it: every path must be absolute
     env = {
         "FLOCKLOG_BROKER_URL": "filesystem://",
         "FLOCKLOG_BROKER_DIR": str(workdir / "broker"),
-        "FLOCKLOG_DATABASE_URL": f"sqlite:///{(workdir / 'flocklog.db').resolve()}",
+        "FLOCKLOG_DATABASE_URL": f"sqlite:///{workdir / 'flocklog.db'}",
         "FLOCKLOG_SPOOL_DIR": str(workdir / "spool"),
         "FLOCKLOG_DEAD_LETTER_DIR": str(workdir / "dead-letter"),
     }
     worker = subprocess.Popen(
         worker_command("--pool", "solo", "-l", "warning"),
         env={**os.environ, **env},
+        cwd=workdir,  # the embedded broker keeps everything under the demo's directory, never in the user's
         stdout=subprocess.DEVNULL,
         stderr=open(workdir / "worker.log", "w"),  # noqa: SIM115  # closed with the process
     )

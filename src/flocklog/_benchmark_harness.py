@@ -1,4 +1,4 @@
-"""Multi-process stamped write workloads shared by ``flocklog demo`` and ``benchmarks/files.py``.
+"""Multi-process stamped write harness for the benchmarks (and the demo, which measures the same way).
 
 One function starts N writer processes on one handler kind, releases them together, and returns what they
 wrote and how long it took, so the demo and the benchmark measure the same thing the same way.
@@ -18,7 +18,7 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
-from flocklog.testing import format_stamp, payload_of, stamped_logger, write_stamped
+from flocklog.stamps import format_stamp, payload_of, stamped_logger, write_stamped
 
 LINE_FORMAT = "%(asctime)s %(levelname)s [PID:%(process)d] %(message)s"
 
@@ -59,6 +59,7 @@ class Workload:
     max_bytes: int = 256 * 1024
     backup_count: int = 1000
     when: str = "S"
+    ledger: Path | None = None  # a directory where each writer keeps its running count (flocklog.stamps.Ledger)
 
     @property
     def log_path(self) -> Path:
@@ -165,7 +166,13 @@ def _writer(work: Workload, run: str, writer: str, barrier: Barrier, out: Any) -
             written = _raw_writes(work, run, writer)
         else:
             written = write_stamped(
-                logger, run=run, writer=writer, count=work.count, duration=work.duration, payload_size=work.payload_size
+                logger,
+                run=run,
+                writer=writer,
+                count=work.count,
+                duration=work.duration,
+                payload_size=work.payload_size,
+                ledger=work.ledger,
             )
         busy = time.perf_counter() - started
         if handler is not None:
