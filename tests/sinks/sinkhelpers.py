@@ -17,7 +17,7 @@ import pytest
 
 from flocklog.errors import HubError
 from flocklog.hub import query_status
-from flocklog.testing import parse_stamp
+from flocklog.stamps import parse_stamp
 
 FORMAT = "%(message)s"
 # The rule of tests/conftest.py's need(), restated: ``from conftest import need`` is ambiguous in a full run, where
@@ -87,7 +87,7 @@ def start_writers(
             [
                 sys.executable,
                 "-m",
-                "flocklog.testing",
+                "flocklog.stamps",
                 "--handler",
                 "flocklog.HubHandler",
                 "--kwargs",

@@ -13,7 +13,7 @@ from sinkhelpers import LineReader, check_exactly_once, wait_for
 
 from flocklog.hub import HubHandler, start_hub
 from flocklog.hub.sinks import StdoutHandler, sink_stats
-from flocklog.testing import stamped_logger, write_stamped
+from flocklog.stamps import stamped_logger, write_stamped
 
 pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed (pip install 'flocklog[otel]')")
 from otlpreceiver import Receiver

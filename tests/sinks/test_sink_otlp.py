@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from sinkhelpers import IN_CI, check_exactly_once, finish, start_serve, start_writers, wait_for, write_config
 
-from flocklog.testing import format_stamp, parse_stamp
+from flocklog.stamps import format_stamp, parse_stamp
 
 pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed (pip install 'flocklog[otel]')")
 from otlpreceiver import Receiver  # imports opentelemetry-proto
@@ -91,7 +91,7 @@ def test_every_record_reaches_the_collector_once_through_an_outage_and_a_killed_
         assert r["resource"]["service.name"] == "hubtest" and r["resource"]["host.name"] == host
         assert r["resource"]["deployment.environment"] == "test"
         assert r["attrs"]["process.pid"] == pids[writer], r
-        assert r["attrs"]["logger.name"] == r["scope"] == f"flocklog.testing.{writer}"
+        assert r["attrs"]["logger.name"] == r["scope"] == f"flocklog.stamps.{writer}"
         assert isinstance(r["attrs"]["thread.id"], int) and r["attrs"]["thread.name"] == "MainThread"
         assert (r["severity_text"], r["severity_number"]) == ("INFO", 9)
     assert not [n for n in os.listdir(sink_spool) if n.endswith(".jsonl")], "spool not emptied after the outage"

@@ -16,7 +16,7 @@ import pytest
 from sinkhelpers import LineReader, check_exactly_once, finish, start_serve, start_writers, wait_for, write_config
 
 from flocklog.hub.sinks import StdoutHandler, sink_stats, stdout_config
-from flocklog.testing import format_stamp
+from flocklog.stamps import format_stamp
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def test_serve_stdout_delivers_every_writer_record_exactly_once(
     for obj in lines:
         writer = obj["message"].split()[2]
         assert obj["pid"] == pids[writer]
-        assert obj["logger"] == f"flocklog.testing.{writer}"
+        assert obj["logger"] == f"flocklog.stamps.{writer}"
         assert obj["level"] == "INFO" and obj["ts"].endswith("Z")
     assert "stdout" not in err or "records remain spooled" not in err
 
