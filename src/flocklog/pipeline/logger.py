@@ -313,7 +313,7 @@ class ExecutionLogger:
             return
         for batch_id, records in overdue(everything=everything):
             try:
-                primary.send(records, batch_id=batch_id)  # type: ignore[call-arg]  # CeleryTransport.send
+                primary.send(records, batch_id=batch_id)
                 self.counters["resent"] += len(records)
             except Exception as exc:
                 self._report(f"resend failed: {exc}")
