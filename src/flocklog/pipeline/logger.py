@@ -496,13 +496,16 @@ class ExecutionLogger:
                     # its way goes along (up to max_batch): a burst then costs a few large tasks, which the worker
                     # COPYs, instead of hundreds of small ones. Under a steady trickle batches stay at batch_size.
                     batch = [self._buffer.popleft() for _ in range(min(self.max_batch, len(self._buffer)))]
-                    self._in_flight = len(batch)
+                    held, self._held = self._held, []  # counted in flight until placed or held again
+                    self._in_flight = len(batch) + sum(len(records) for _, records in held)
                     self._last_send = time.monotonic()
                     self._woken = self._level(len(self._buffer))
                     self._cond.notify_all()  # room for a blocked caller
                 try:
-                    self._deliver(batch)
-                except Exception as exc:  # the sender never dies: keep the batch and say why
+                    self._deliver(held, batch)
+                except Exception as exc:  # the sender never dies: keep the batches and say why
+                    for batch_id, records in held:
+                        self._hold(batch_id, records)
                     self._hold(uuid.uuid4().hex, batch)
                     self._note_failure("sender_errors", f"unexpected error while sending: {exc!r}")
                 finally:
@@ -531,11 +534,11 @@ class ExecutionLogger:
                 self._outstanding().pop(batch_id, None)
                 self._fall_back(batch_id, records)
 
-    def _deliver(self, batch: list[ExecutionRecord]) -> None:
+    def _deliver(self, held: list[tuple[str, list[ExecutionRecord]]], batch: list[ExecutionRecord]) -> None:
         """One round: older spooled batches, then held ones, then ``batch``; whatever the transport does not take
         goes to the fallback. Only a batch nothing can take (the spool's disk is full too) stays held."""
         now = time.monotonic()
-        pending, self._held = self._held, []
+        pending = list(held)
         if batch:
             pending.append((uuid.uuid4().hex, batch))
         if now >= self._next_spool_check:
@@ -550,7 +553,9 @@ class ExecutionLogger:
                 self._note_failure("transport_errors", f"transport could not be set up: {exc}")
         if primary is not None:
             try:
-                if self._spool_dirty:  # older spooled batches go first, so order is kept
+                if isinstance(primary, SpoolTransport):
+                    self._spool_dirty = False  # the spool is the destination: nothing to replay into itself
+                elif self._spool_dirty:  # older spooled batches go first, so order is kept
                     self._spool_dirty = False  # before the replay: a spill during it sets it again
                     try:
                         self.counters["replayed"] += replay_spool(self.spool, primary, counts=self.counters)
@@ -587,7 +592,11 @@ class ExecutionLogger:
         try:
             self.spool.send(records, batch_id)
         except Exception as exc:
-            self._hold(batch_id, records)
+            if len(records) > self.batch_size:  # smaller files fit into what space a full disk gets back
+                for start in range(0, len(records), self.batch_size):
+                    self._hold(uuid.uuid4().hex, records[start : start + self.batch_size])
+            else:
+                self._hold(batch_id, records)
             self._note_failure("spool_errors", f"spool {self.spool.directory} failed ({exc}); records held in memory")
             return
         self._spool_dirty = True
