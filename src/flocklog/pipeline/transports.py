@@ -2,14 +2,13 @@
 
 Every transport raises on failure and the logger decides what happens next (the spool, or direct writes), so a
 batch is always somewhere: in memory, on the broker, in the database, or in a spool file on disk. The settings
-(:mod:`flocklog.pipeline.settings`) and the spool (:mod:`flocklog.pipeline.spool`) have modules of their own;
-their names stay importable from here.
+(:mod:`flocklog.pipeline.settings`), the spool (:mod:`flocklog.pipeline.spool`) and the names the worker shares
+(:mod:`flocklog.pipeline.protocol`) have modules of their own; their names stay importable from here.
 """
 
 from __future__ import annotations
 
 import collections
-import sys
 import threading
 import time
 import uuid
@@ -17,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from flocklog.errors import PipelineError
+from flocklog.pipeline.protocol import CELERY_APP, QUEUE, RECEIPT_PREFIX, TASK_NAME, receipt_client, worker_command
 from flocklog.pipeline.settings import (
     DEFAULT_SPOOL_DIR,
     MIN_RECEIPT_TIMEOUT,
@@ -65,9 +65,6 @@ __all__ = [
     "worker_command",
 ]
 
-TASK_NAME = "flocklog.write_batch"
-QUEUE = "logs"
-
 
 class Transport(Protocol):
     """What a backend must do to carry batches for :class:`~flocklog.ExecutionLogger`.
@@ -84,25 +81,6 @@ class Transport(Protocol):
 
     def send(self, records: Sequence[ExecutionRecord], batch_id: str | None = None) -> None: ...
     def close(self) -> None: ...
-
-
-RECEIPT_PREFIX = "flocklog:receipt:"
-CELERY_APP = "flocklog.pipeline.celery_app"
-
-
-def worker_command(*celery_args: str) -> list[str]:
-    """The batch-writing worker's command line (``celery ... worker -Q logs``) plus ``celery_args``."""
-    return [sys.executable, "-m", "celery", "-A", CELERY_APP, "worker", "-Q", QUEUE, *celery_args]
-
-
-def receipt_client(url: str) -> Any:
-    """A Redis client for batch receipts on ``url``, or None: only a Redis broker carries receipts."""
-    if not url.startswith(("redis://", "rediss://")):
-        return None
-    import redis
-
-    timeout = broker_timeout()
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
 class CeleryTransport:
