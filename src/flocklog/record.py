@@ -138,52 +138,59 @@ def _snapshot(value: Any, depth: int, size: list[int]) -> Any:
 _STRICT = json.JSONEncoder(allow_nan=False)
 
 
+_MESSAGE = object()  # where a problem is: in the message, in a field (its name), or in the whole record
+_RECORD = object()
+
+
 def _checked_fields(message: str, fields: Mapping[str, Any], max_bytes: int) -> dict[str, Any]:
     """Validate and snapshot ``fields`` for a record whose message is ``message``; see :meth:`ExecutionRecord.build`.
 
-    This runs in the caller's ``log()``: flat fields of plain scalars (the usual case) take the short loop, which
-    copies nothing but the dict; anything nested takes the full walk, which copies it.
+    This runs in the caller's ``log()``: flat fields of ASCII text and plain scalars (the usual case) take the
+    short inline loop, which copies nothing but the dict; anything else takes the full walk, which copies it.
     """
-    where = "the message"
+    where: object = _MESSAGE
     try:
-        size = _text_size(message)
+        size = len(message) if message.isascii() and "\x00" not in message else _text_size(message)
         plain = type(fields) is dict
         if plain:
             for field, value in fields.items():
-                where = f"field {field!r}"
                 kind = type(value)
-                if kind is str:
-                    size += _text_size(value) + _text_size(field) + 5
-                elif (
-                    (kind is int and -_BIG < value < _BIG)
-                    or kind is bool
-                    or value is None
-                    or (kind is float and math.isfinite(value))
+                if (
+                    type(field) is not str
+                    or not field.isascii()
+                    or "\x00" in field
+                    or not (
+                        (kind is str and value.isascii() and "\x00" not in value)
+                        or (kind is int and -_BIG < value < _BIG)
+                        or kind is bool
+                        or value is None
+                        or (kind is float and math.isfinite(value))
+                    )
                 ):
-                    size += _text_size(field) + 12
-                else:
                     plain = False
                     break
+                size += len(field) + (len(value) + 5 if kind is str else 12)
         if plain:
             copy = dict(fields)
         else:
-            total = [size]
+            total = [len(message) if message.isascii() else _text_size(message)]
             copy = {}
             for field, value in fields.items():
-                where = f"field {field!r}"
+                where = field
                 if not isinstance(field, str):
                     raise _Refused(f"has a name of type {type(field).__name__}: field names must be text")
                 total[0] += _text_size(field) + 3
                 copy[str.__str__(field)] = _snapshot(value, 1, total)
             size = total[0]
-        where = "the record"
+        where = _RECORD
         if size > max_bytes:
             raise _Refused(
                 f"is about {size:,} bytes, over the {max_bytes:,}-byte limit (max_record_bytes): "
                 "store large payloads elsewhere and log a reference"
             )
     except _Refused as exc:
-        raise SerializationError(f"execution-log record {message[:60]!r}: {where}: {exc}") from None
+        place = "the message" if where is _MESSAGE else "the record" if where is _RECORD else f"field {where!r}"
+        raise SerializationError(f"execution-log record {message[:60]!r}: {place}: {exc}") from None
     return copy
 
 

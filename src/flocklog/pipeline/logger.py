@@ -194,6 +194,7 @@ class ExecutionLogger:
         self._spool_dirty = True  # check the spool for old batches once at start
         self._next_spool_check = time.monotonic() + SPOOL_CHECK_INTERVAL
         self._next_retry = 0.0
+        self._next_replay = 0.0
         self._pause_until = 0.0
         self._last_send = -1e9
         self.counters = collections.Counter[str]()
@@ -552,16 +553,8 @@ class ExecutionLogger:
                 self._next_retry = now + self.retry_interval
                 self._note_failure("transport_errors", f"transport could not be set up: {exc}")
         if primary is not None:
+            replayed = self._replay(primary, now)
             try:
-                if isinstance(primary, SpoolTransport):
-                    self._spool_dirty = False  # the spool is the destination: nothing to replay into itself
-                elif self._spool_dirty:  # older spooled batches go first, so order is kept
-                    self._spool_dirty = False  # before the replay: a spill during it sets it again
-                    try:
-                        self.counters["replayed"] += replay_spool(self.spool, primary, counts=self.counters)
-                    except BaseException:
-                        self._spool_dirty = True
-                        raise
                 while pending:
                     batch_id, records = pending[0]
                     primary.send(records, batch_id=batch_id)
@@ -569,7 +562,7 @@ class ExecutionLogger:
                     self.counters["sent"] += len(records)
                     self.counters["batches"] += 1
                 self._resend_overdue(primary)
-                self._healthy = True
+                self._healthy = replayed
             except Exception as exc:
                 self._next_retry = now + self.retry_interval
                 self._healthy = False
@@ -578,6 +571,29 @@ class ExecutionLogger:
             self._healthy = False  # the spool waits for the transport's next retry
         for batch_id, records in pending:
             self._fall_back(batch_id, records)
+
+    def _replay(self, primary: Transport, now: float) -> bool:
+        """Older spooled batches go first, so order is kept; False if some are left for a later round.
+
+        A replay that fails (the broker is down, or a spool file the transport refuses) is retried after
+        ``retry_interval``, and never keeps this round's fresh batches from being sent.
+        """
+        if isinstance(primary, SpoolTransport):
+            self._spool_dirty = False  # the spool is the destination: nothing to replay into itself
+            return True
+        if not self._spool_dirty:
+            return True
+        if now < self._next_replay:
+            return False
+        self._spool_dirty = False  # before the replay: a spill during it sets it again
+        try:
+            self.counters["replayed"] += replay_spool(self.spool, primary, counts=self.counters)
+            return True
+        except Exception as exc:
+            self._spool_dirty = True
+            self._next_replay = now + self.retry_interval
+            self._note_failure("replay_errors", f"spool replay to {primary.name} failed: {exc}; retrying later")
+            return False
 
     def _fall_back(self, batch_id: str, records: list[ExecutionRecord]) -> None:
         if self.fallback == "direct":
