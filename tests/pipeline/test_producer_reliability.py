@@ -18,6 +18,7 @@ import pytest
 from pipeline_helpers import Worker, count_rows, drop_table, free_port, pipeline_env, wait_until
 
 from flocklog import ExecutionLogger, ExecutionLogHandler, SerializationError
+from flocklog.errors import PipelineError
 from flocklog.pipeline.transports import SpoolTransport
 
 
@@ -223,8 +224,8 @@ def test_the_record_size_limit_is_configurable(tmp_path: Path, monkeypatch: pyte
 def test_replay_deletes_spooled_batches_the_worker_already_confirmed(tmp_path: Path, redis_url: str) -> None:
     import redis
 
+    from flocklog.pipeline.record import ExecutionRecord  # the old path: this test runs on old code too
     from flocklog.pipeline.transports import RECEIPT_PREFIX, CeleryTransport, replay_spool
-    from flocklog.record import ExecutionRecord
 
     spool = SpoolTransport(tmp_path / "spool")
     confirmed = [ExecutionRecord.create(20, "delivered before it was spooled", "t") for _ in range(5)]
@@ -249,7 +250,7 @@ def test_a_batch_another_process_left_in_the_spool_is_delivered_without_a_manual
     logger = _logger(tmp_path, flush_interval=0.5)
     logger.info("start")
     assert logger.flush(timeout=30)  # the start-up look at the spool is over
-    from flocklog.record import ExecutionRecord
+    from flocklog.pipeline.record import ExecutionRecord  # the old path: this test runs on old code too
 
     stray = [ExecutionRecord.create(20, "left by a process that exited while the broker was down", "t")]
     SpoolTransport(tmp_path / "spool").send(stray)
@@ -318,3 +319,33 @@ def test_a_flat_out_burst_of_4_producers_with_default_settings_loses_nothing(
         worker.stop()
         drop_table(postgres_dsn, table)
     assert SpoolTransport(tmp_path / "spool").backlog() == (0, 0)
+
+
+class _Picky:
+    """A transport (a real one, for a backend of the user's) that refuses any batch holding a 'poison' record."""
+
+    name = "picky"
+
+    def __init__(self) -> None:
+        self.got: list[str] = []
+
+    def send(self, records: Any, batch_id: str | None = None) -> None:
+        if any(record.message == "poison" for record in records):
+            raise PipelineError("refused: poison")
+        self.got.extend(record.message for record in records)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_spooled_batch_the_transport_refuses_does_not_hold_back_new_batches(tmp_path: Path) -> None:
+    from flocklog.pipeline.record import ExecutionRecord  # the old path: this test runs on old code too
+
+    SpoolTransport(tmp_path / "spool").send([ExecutionRecord.create(20, "poison", "t")])
+    transport = _Picky()
+    logger = ExecutionLogger("p", transport=transport, spool_dir=tmp_path / "spool", batch_size=5)  # type: ignore[arg-type]
+    for i in range(10):
+        logger.info(f"fresh {i}")
+    assert wait_until(lambda: len(transport.got) == 10, timeout=60), transport.got
+    logger.close()
+    assert SpoolTransport(tmp_path / "spool").backlog()[1] == 1  # the refused one waits in the spool, counted
