@@ -349,3 +349,38 @@ def test_a_spooled_batch_the_transport_refuses_does_not_hold_back_new_batches(tm
     assert wait_until(lambda: len(transport.got) == 10, timeout=60), transport.got
     logger.close()
     assert SpoolTransport(tmp_path / "spool").backlog()[1] == 1  # the refused one waits in the spool, counted
+
+
+def test_batches_spooled_unconfirmed_at_exit_leave_the_spool_once_the_worker_confirms_them(
+    tmp_path: Path, redis_url: str, postgres_dsn: str, subprocess_env: dict[str, str]
+) -> None:
+    table = f"t_receipts_{os.getpid()}"
+    drop_table(postgres_dsn, table)
+    env = pipeline_env(
+        subprocess_env,
+        FLOCKLOG_BROKER_URL=redis_url,
+        FLOCKLOG_DATABASE_URL=postgres_dsn,
+        FLOCKLOG_TABLE=table,
+        FLOCKLOG_DEAD_LETTER_DIR=str(tmp_path / "dead"),
+    )
+    spool = tmp_path / "spool"
+    # No worker yet: the batches wait on the broker, and at close() they are unconfirmed, so they are spooled too.
+    first = ExecutionLogger("r", transport="celery", broker_url=redis_url, spool_dir=spool, batch_size=10)
+    for i in range(30):
+        first.info("confirmed later", i=i)
+    first.close(timeout=1)
+    assert first.stats()["spooled_unconfirmed"] == 30 and SpoolTransport(spool).backlog()[1] == 30
+    worker = Worker(env, tmp_path / "worker.log")
+    worker.start()
+    try:
+        assert wait_until(lambda: count_rows(postgres_dsn, table) == (30, 30), timeout=120)
+        # A producer that starts later finds the spool, asks for the receipts, and deletes instead of resending.
+        second = ExecutionLogger("r", transport="celery", broker_url=redis_url, spool_dir=spool)
+        assert second.flush(timeout=60)
+        stats = second.stats()
+        second.close()
+    finally:
+        worker.stop()
+        drop_table(postgres_dsn, table)
+    assert stats["already_confirmed"] == 30 and stats.get("replayed", 0) == 0
+    assert SpoolTransport(spool).backlog() == (0, 0)
