@@ -374,6 +374,16 @@ def test_batches_spooled_unconfirmed_at_exit_leave_the_spool_once_the_worker_con
     worker.start()
     try:
         assert wait_until(lambda: count_rows(postgres_dsn, table) == (30, 30), timeout=120)
+        import redis
+
+        from flocklog.pipeline.transports import RECEIPT_PREFIX
+
+        ids = [SpoolTransport.batch_id_of(path) for path in SpoolTransport(spool).pending()]
+        client = redis.Redis.from_url(redis_url)
+        try:  # the worker leaves each receipt just after its commit: wait for those too
+            assert wait_until(lambda: all(client.exists(f"{RECEIPT_PREFIX}{i}") for i in ids), timeout=120)
+        finally:
+            client.close()
         # A producer that starts later finds the spool, asks for the receipts, and deletes instead of resending.
         second = ExecutionLogger("r", transport="celery", broker_url=redis_url, spool_dir=spool)
         assert second.flush(timeout=60)
