@@ -97,3 +97,57 @@ def test_receipt_and_status_clients_wait_no_longer_than_the_broker_timeout(
     finally:
         transport.close()
     assert receipt_client("filesystem://") is None  # receipts need Redis; other brokers carry none
+
+
+def test_one_settings_object_reports_every_bad_value_at_once() -> None:
+    from flocklog.pipeline.settings import PipelineSettings
+
+    env = {
+        "FLOCKLOG_BROKER_TIMEOUT": "soon",
+        "FLOCKLOG_TASK_MAX_RETRIES": "-1",
+        "FLOCKLOG_MAX_RECORD_BYTES": "10",
+        "FLOCKLOG_TRANSPORT": "kafka",
+    }
+    with pytest.raises(ConfigError) as caught:
+        PipelineSettings.from_env(env)
+    message = str(caught.value)
+    for name in env:
+        assert name in message or "unknown transport 'kafka'" in message
+    assert message.count(";") == 3  # one clause per bad value
+    settings = PipelineSettings.from_env({"FLOCKLOG_RECEIPT_TIMEOUT": "5", "FLOCKLOG_SPOOL_DIR": "/x"})
+    assert (settings.receipt_timeout, str(settings.spool_dir), settings.max_record_bytes) == (5.0, "/x", 256 * 1024)
+
+
+def test_every_old_name_of_the_transports_module_is_still_importable() -> None:
+    import flocklog.pipeline.transports as transports
+    from flocklog.pipeline import record as old_record
+    from flocklog.record import ExecutionRecord
+
+    for name in [
+        "SpoolTransport",
+        "CeleryTransport",
+        "DirectTransport",
+        "Transport",
+        "make_transport",
+        "replay_spool",
+        "resolve_spool_dir",
+        "env_number",
+        "check_at_least",
+        "broker_timeout",
+        "visibility_timeout",
+        "default_receipt_timeout",
+        "task_max_retries",
+        "receipt_client",
+        "transport_kind",
+        "check_settings",
+        "worker_command",
+        "TRANSPORTS",
+        "DEFAULT_SPOOL_DIR",
+        "TASK_NAME",
+        "QUEUE",
+        "RECEIPT_PREFIX",
+        "CELERY_APP",
+        "MIN_RECEIPT_TIMEOUT",
+    ]:
+        assert hasattr(transports, name), name
+    assert old_record.ExecutionRecord is ExecutionRecord

@@ -1,104 +1,86 @@
-"""How a batch leaves the process: to Celery (the ``logs`` queue), straight to the store, or to a local spool.
+"""How a batch leaves the process: to Celery (the ``logs`` queue) or straight to the store; and spool replay.
 
 Every transport raises on failure and the logger decides what happens next (the spool, or direct writes), so a
-batch is always somewhere: in memory, on the broker, in the database, or in a spool file on disk.
+batch is always somewhere: in memory, on the broker, in the database, or in a spool file on disk. The settings
+(:mod:`flocklog.pipeline.settings`), the spool (:mod:`flocklog.pipeline.spool`) and the names the worker shares
+(:mod:`flocklog.pipeline.protocol`) have modules of their own; their names stay importable from here.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import sys
+import collections
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from flocklog._proc import pid_alive
-from flocklog.errors import ConfigError, PipelineError
-from flocklog.pipeline.record import ExecutionRecord
+from flocklog.errors import PipelineError
+from flocklog.pipeline.protocol import CELERY_APP, QUEUE, RECEIPT_PREFIX, TASK_NAME, receipt_client, worker_command
+from flocklog.pipeline.settings import (
+    DEFAULT_SPOOL_DIR,
+    MIN_RECEIPT_TIMEOUT,
+    TRANSPORTS,
+    PipelineSettings,
+    broker_timeout,
+    check_at_least,
+    check_settings,
+    default_receipt_timeout,
+    env_number,
+    max_record_bytes,
+    resolve_spool_dir,
+    task_max_retries,
+    transport_kind,
+    visibility_timeout,
+)
+from flocklog.pipeline.spool import SpoolTransport
+from flocklog.record import ExecutionRecord
 
-DEFAULT_SPOOL_DIR = ".flocklog/spool"
-TASK_NAME = "flocklog.write_batch"
-QUEUE = "logs"
+__all__ = [
+    "CELERY_APP",
+    "DEFAULT_SPOOL_DIR",
+    "MIN_RECEIPT_TIMEOUT",
+    "QUEUE",
+    "RECEIPT_PREFIX",
+    "TASK_NAME",
+    "TRANSPORTS",
+    "CeleryTransport",
+    "DirectTransport",
+    "PipelineSettings",
+    "SpoolTransport",
+    "Transport",
+    "broker_timeout",
+    "check_at_least",
+    "check_settings",
+    "default_receipt_timeout",
+    "env_number",
+    "make_transport",
+    "max_record_bytes",
+    "receipt_client",
+    "replay_spool",
+    "resolve_spool_dir",
+    "task_max_retries",
+    "transport_kind",
+    "visibility_timeout",
+    "worker_command",
+]
 
 
 class Transport(Protocol):
+    """What a backend must do to carry batches for :class:`~flocklog.ExecutionLogger`.
+
+    - ``send(records, batch_id=None)`` returns only once the batch is handed over (on the broker, committed, on
+      disk) and raises on any failure: the logger then falls back (direct, spool), so a transport never drops.
+      It runs on the logger's sender thread, never on the caller's, and must bound its own waits (timeouts).
+      ``batch_id`` names the batch for receipts; a resend of the same batch carries the same id.
+    - ``close()`` releases connections; the logger calls it once, at its own ``close()``.
+    Optional: ``overdue(everything=False)`` and ``confirmed(batch_ids)`` for receipts (see CeleryTransport).
+    """
+
     name: str
 
-    def send(self, records: Sequence[ExecutionRecord]) -> None: ...
+    def send(self, records: Sequence[ExecutionRecord], batch_id: str | None = None) -> None: ...
     def close(self) -> None: ...
-
-
-def resolve_spool_dir(spool_dir: str | os.PathLike[str] | None = None) -> Path:
-    return Path(spool_dir or os.environ.get("FLOCKLOG_SPOOL_DIR") or DEFAULT_SPOOL_DIR)
-
-
-RECEIPT_PREFIX = "flocklog:receipt:"
-CELERY_APP = "flocklog.pipeline.celery_app"
-
-
-def worker_command(*celery_args: str) -> list[str]:
-    """The batch-writing worker's command line (``celery ... worker -Q logs``) plus ``celery_args``."""
-    return [sys.executable, "-m", "celery", "-A", CELERY_APP, "worker", "-Q", QUEUE, *celery_args]
-
-
-def env_number(name: str, default: float, *, integer: bool = False, minimum: float = 0.0) -> float:
-    """``$name`` as a number: a typo there is a :class:`ConfigError` naming the variable at start-up, not a
-    ``ValueError`` from deep inside Celery's configuration or a sender thread."""
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw) if integer else float(raw)
-    except ValueError:
-        kind = "a whole number" if integer else "a number"
-        raise ConfigError(f"{name}={raw!r} is not {kind}") from None
-    return check_at_least(f"{name}={raw!r}", value, minimum)
-
-
-def check_at_least(what: str, value: float, minimum: float) -> float:
-    """``value`` if it is finite and at least ``minimum``; NaN and inf are refused too (redis-py overflows on inf
-    later), with a ConfigError that starts with ``what``."""
-    if not minimum <= value < math.inf:
-        raise ConfigError(f"{what} must be a finite number of at least {minimum:g}")
-    return value
-
-
-def broker_timeout() -> float:
-    """Seconds for every connect and socket wait on the broker (``$FLOCKLOG_BROKER_TIMEOUT``, default 3)."""
-    return env_number("FLOCKLOG_BROKER_TIMEOUT", 3.0, minimum=0.001)
-
-
-def visibility_timeout() -> float:
-    """Seconds before Redis redelivers a batch a dead worker held (``$FLOCKLOG_VISIBILITY_TIMEOUT``, 3600)."""
-    return env_number("FLOCKLOG_VISIBILITY_TIMEOUT", 3600.0, minimum=1.0)
-
-
-MIN_RECEIPT_TIMEOUT = 0.1  # 0 would resend every outstanding batch at each check
-
-
-def default_receipt_timeout() -> float:
-    """Seconds a producer waits for a batch's receipt before resending it (``$FLOCKLOG_RECEIPT_TIMEOUT``, 60)."""
-    return env_number("FLOCKLOG_RECEIPT_TIMEOUT", 60.0, minimum=MIN_RECEIPT_TIMEOUT)
-
-
-def task_max_retries() -> int:
-    """Database retries of one batch before it goes to the dead letters (``$FLOCKLOG_TASK_MAX_RETRIES``, 8)."""
-    return int(env_number("FLOCKLOG_TASK_MAX_RETRIES", 8, integer=True))
-
-
-def receipt_client(url: str) -> Any:
-    """A Redis client for batch receipts on ``url``, or None: only a Redis broker carries receipts."""
-    if not url.startswith(("redis://", "rediss://")):
-        return None
-    import redis
-
-    timeout = broker_timeout()
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
 class CeleryTransport:
@@ -150,6 +132,17 @@ class CeleryTransport:
             with self._lock:
                 self.outstanding[batch_id] = (time.monotonic(), list(records))
 
+    def confirmed(self, batch_ids: Iterable[str]) -> set[str]:
+        """The ids among ``batch_ids`` whose receipt is in Redis (the worker committed them); raises if Redis
+        cannot be asked, so a caller never mistakes "unknown" for "not confirmed" and deletes nothing."""
+        ids = list(batch_ids)
+        if self._receipts is None or not ids:
+            return set()
+        pipe = self._receipts.pipeline(transaction=False)
+        for batch_id in ids:
+            pipe.exists(RECEIPT_PREFIX + batch_id)
+        return {batch_id for batch_id, flag in zip(ids, pipe.execute(), strict=True) if flag}
+
     def overdue(self, *, everything: bool = False) -> list[tuple[str, list[ExecutionRecord]]]:
         """Drop batches whose receipt arrived; return those without one that are ``receipt_timeout`` old (or all
         of them, with ``everything``). Looks at Redis only when something is due, or when asked for everything."""
@@ -160,18 +153,13 @@ class CeleryTransport:
             oldest = min(sent for sent, _ in self.outstanding.values())
             if not everything and now - oldest < self.receipt_timeout:
                 return []
-            batch_ids = list(self.outstanding)
             try:
-                pipe = self._receipts.pipeline(transaction=False)
-                for batch_id in batch_ids:
-                    pipe.exists(RECEIPT_PREFIX + batch_id)
-                flags = pipe.execute()
+                done = self.confirmed(self.outstanding)
             except Exception:  # broker unreachable: ask again later
                 return []
             missing = []
-            for batch_id, flag in zip(batch_ids, flags, strict=True):
-                sent, records = self.outstanding[batch_id]
-                if flag:
+            for batch_id, (sent, records) in list(self.outstanding.items()):
+                if batch_id in done:
                     del self.outstanding[batch_id]
                 elif everything or now - sent >= self.receipt_timeout:
                     missing.append((batch_id, records))
@@ -194,7 +182,7 @@ class DirectTransport:
         self.store = open_store(database_url, table=table)
         self._ready = False
 
-    def send(self, records: Sequence[ExecutionRecord]) -> None:
+    def send(self, records: Sequence[ExecutionRecord], batch_id: str | None = None) -> None:
         if not self._ready:
             self.store.create_schema()
             self._ready = True
@@ -202,105 +190,6 @@ class DirectTransport:
 
     def close(self) -> None:
         self.store.close()
-
-
-class SpoolTransport:
-    """Durable batches on local disk: one JSON-lines file per batch, written to a temp name and renamed.
-
-    File names sort in creation order (nanosecond time, pid, sequence), so replay keeps order. A replaying
-    process claims a file by renaming it, so two replayers never send one batch twice.
-    """
-
-    name = "spool"
-
-    def __init__(self, spool_dir: str | os.PathLike[str] | None = None) -> None:
-        self.directory = resolve_spool_dir(spool_dir)
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"spool directory {self.directory} cannot be created: {exc}") from exc
-        self._seq = 0
-
-    def send(self, records: Sequence[ExecutionRecord]) -> None:
-        self._seq += 1
-        stem = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}"
-        tmp = self.directory / f".{stem}.tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(record.to_wire()) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.directory / f"{stem}.batch")
-
-    def pending(self) -> list[Path]:
-        return sorted(self.directory.glob("*.batch"))
-
-    def backlog(self) -> tuple[int, int]:
-        """(batch files, records) waiting in the spool."""
-        files = self.pending()
-        records = 0
-        for path in files:
-            try:
-                with open(path, "rb") as handle:
-                    records += sum(1 for _ in handle)
-            except FileNotFoundError:
-                continue
-        return len(files), records
-
-    def claim(self) -> Iterator[tuple[Path, list[ExecutionRecord]]]:
-        """Yield claimed batches oldest first; the caller calls :meth:`done` or :meth:`release` for each."""
-        for path in self.pending():
-            claimed = path.with_suffix(f".claimed-{os.getpid()}")
-            try:
-                os.rename(path, claimed)
-            except FileNotFoundError:
-                continue  # another replayer took it
-            try:
-                records = [ExecutionRecord.from_wire(json.loads(line)) for line in claimed.read_text().splitlines()]
-            except (ValueError, PipelineError) as exc:
-                bad = claimed.with_suffix(".corrupt")
-                os.rename(claimed, bad)
-                os.write(2, f"flocklog: spool file {bad} is unreadable ({exc}); kept aside\n".encode())
-                continue
-            yield claimed, records
-
-    @staticmethod
-    def done(claimed: Path) -> None:
-        claimed.unlink(missing_ok=True)
-
-    @staticmethod
-    def release(claimed: Path) -> None:
-        name = claimed.name.rsplit(".claimed-", 1)[0] + ".batch"
-        os.rename(claimed, claimed.with_name(name))
-
-    def recover_orphans(self) -> None:
-        """Batches claimed by a process that died mid-replay go back in line."""
-        for path in self.directory.glob("*.claimed-*"):
-            pid = int(path.name.rsplit("-", 1)[1])
-            if pid != os.getpid() and not pid_alive(pid):
-                self.release(path)
-
-    def close(self) -> None:
-        pass
-
-
-TRANSPORTS = ("celery", "direct", "spool")
-
-
-def transport_kind(kind: str | None) -> str:
-    """The transport asked for, else ``$FLOCKLOG_TRANSPORT``, else celery; an unknown name is a ConfigError."""
-    kind = kind or os.environ.get("FLOCKLOG_TRANSPORT") or "celery"
-    if kind not in TRANSPORTS:
-        raise ConfigError(f"unknown transport {kind!r}: use {', '.join(TRANSPORTS)}")
-    return kind
-
-
-def check_settings(kind: str | None) -> None:
-    """Check now, in the caller, what the transport will read when the sender thread builds it later: a mistake
-    there would otherwise surface only as a stream of spooled batches."""
-    if transport_kind(kind) == "celery":
-        for setting in (broker_timeout, visibility_timeout, default_receipt_timeout, task_max_retries):
-            setting()
 
 
 def make_transport(kind: str | None, **options: Any) -> Transport:
@@ -312,14 +201,39 @@ def make_transport(kind: str | None, **options: Any) -> Transport:
     return SpoolTransport(options.get("spool_dir"))  # transport_kind() let nothing else through
 
 
-def replay_spool(spool: SpoolTransport, target: Transport, *, limit: int | None = None) -> int:
-    """Send spooled batches to ``target`` oldest first; stop at the first failure. Returns records replayed."""
+def replay_spool(
+    spool: SpoolTransport,
+    target: Transport,
+    *,
+    limit: int | None = None,
+    counts: collections.Counter[str] | None = None,
+) -> int:
+    """Send spooled batches to ``target`` oldest first; stop at the first failure. Returns records replayed.
+
+    A batch the worker already confirmed (its receipt is in Redis: it was delivered before it was spooled, or by
+    an earlier replay whose receipt came late) is deleted instead of sent again, and counted in
+    ``counts["already_confirmed"]``. A resent batch keeps its batch id, so either delivery's receipt confirms it.
+    """
     spool.recover_orphans()
+    confirmed: set[str] = set()
+    ask = getattr(target, "confirmed", None)
+    if ask is not None:
+        ids = [batch_id for path in spool.pending() if (batch_id := spool.batch_id_of(path))]
+        try:
+            confirmed = ask(ids)
+        except Exception:  # receipts unreadable: replay everything (a duplicate is harmless, a loss is not)
+            confirmed = set()
     sent = 0
     for count, (claimed, records) in enumerate(spool.claim()):
+        batch_id = spool.batch_id_of(claimed)
+        if batch_id is not None and batch_id in confirmed:
+            spool.done(claimed)
+            if counts is not None:
+                counts["already_confirmed"] += len(records)
+            continue
         try:
-            target.send(records)
-        except Exception:
+            target.send(records, batch_id=batch_id)
+        except BaseException:
             spool.release(claimed)
             raise
         spool.done(claimed)

@@ -16,7 +16,7 @@ from flocklog.errors import ConfigError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from flocklog.pipeline.record import ExecutionRecord
+    from flocklog.record import ExecutionRecord
 
 DEFAULT_TABLE = "flocklog_execution_log"
 DEFAULT_DATABASE_URL = "sqlite:///.flocklog/flocklog.db"

@@ -17,7 +17,7 @@ from flocklog.errors import StoreError
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
-    from flocklog.pipeline.record import ExecutionRecord
+    from flocklog.record import ExecutionRecord
 
 COPY_THRESHOLD = 500
 _COLUMNS = "id, ts, level, logger, message, fields, host, pid"

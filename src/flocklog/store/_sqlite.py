@@ -16,7 +16,7 @@ from flocklog.errors import StoreError
 from flocklog.store import sqlite_path
 
 if TYPE_CHECKING:
-    from flocklog.pipeline.record import ExecutionRecord
+    from flocklog.record import ExecutionRecord
 
 
 def _enable_wal(conn: sqlite3.Connection, path: str, patience: float = 30.0) -> None:
