@@ -551,3 +551,39 @@ def test_json_lines_through_a_real_file_handler_parse_one_per_record(json_logger
     assert parsed[1]["request_id"] == "r-1" and parsed[1]["user"] == {"id": 7}
     assert "RuntimeError: boom" in parsed[2]["exception"]
     assert [p["level"] for p in parsed] == ["INFO", "WARNING", "ERROR"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    message=st.text(),
+    name=st.text(min_size=1),
+    extras=st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True), json_values, max_size=5),
+    exc_text=st.none() | st.text(min_size=1),
+    stack=st.none() | st.text(min_size=1),
+    process_name=st.none() | st.text(),
+)
+def test_json_fast_path_writes_what_the_general_path_writes(
+    message: str,
+    name: str,
+    extras: dict[str, Any],
+    exc_text: str | None,
+    stack: str | None,
+    process_name: str | None,
+) -> None:
+    extras = {k: v for k, v in extras.items() if k not in STANDARD_ATTRIBUTES}
+    record = _record(1_700_000_000.25, msg=message, args=(), name=name, exc_text=exc_text, stack_info=stack)
+    record.processName = process_name  # type: ignore[assignment]  # None when logging.logMultiprocessing is off
+    record.__dict__.update(extras)
+    formatter = JSONFormatter(attributes=("lineno", "funcName", "taskName"))
+    fast = formatter.format(_copy(record))
+    general = formatter._format(_copy(record))
+    assert fast == general
+    assert json.loads(fast)["message"] == message
+    assert formatter.errors == 0

@@ -3,7 +3,7 @@
 Bottom layer: imports only the standard library and :mod:`flocklog.errors`.
 
 Why a JSON formatter of our own rather than adopting python-json-logger as an extra (both measured in
-``benchmarks/json_format.py``): ours is ~150 lines with no dependency and costs about half as much per record in
+``benchmarks/json_format.py``): ours is small, has no dependency and costs a fraction as much per record in
 the same run; it writes a UTC RFC 3339 timestamp (microseconds, ``Z``) on every record, keeps a fixed key order
 with extras sorted, and never raises. python-json-logger 4.2 with the same fields writes no timestamp unless
 asked (and then ``+00:00``), names keys after LogRecord attributes unless renamed, writes ``NaN`` (not JSON), and
@@ -169,6 +169,7 @@ STANDARD_ATTRIBUTES: frozenset[str] = frozenset(
     }
 )
 
+_escape: Any = json.encoder.encode_basestring_ascii  # the C helper json.dumps itself uses for ASCII output
 _JSON_FIXED = ("time", "level", "logger", "message", "pid", "process_name", "thread", "thread_name")
 _JSON_TAIL = ("exception", "stack")
 
@@ -250,7 +251,8 @@ class JSONFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         try:
-            return self._format(record)
+            line = self._fast(record)
+            return line if line is not None else self._format(record)
         except Exception as exc:  # a last resort: this formatter's promise is one line per record, always
             self.errors += 1
             return self._encode(
@@ -268,6 +270,64 @@ class JSONFormatter(logging.Formatter):
             return self._timestamp(float(record.created))
         except Exception:
             return _to_text(getattr(record, "created", ""))
+
+    def _fast(self, record: logging.LogRecord) -> str | None:
+        """The usual record written as text directly; ``None`` sends anything unusual to :meth:`_format`.
+
+        Same keys, order and bytes as ``_format`` (a test holds them equal), at about half the cost: no dict, and
+        strings and ints rendered without the generic encoder.
+        """
+        try:
+            message = record.getMessage()
+        except Exception:
+            return None  # _format writes it with format_error
+        fields = record.__dict__
+        level, name = fields.get("levelname"), fields.get("name")
+        pid, process_name = fields.get("process"), fields.get("processName")
+        thread, thread_name = fields.get("thread"), fields.get("threadName")
+        if not (
+            type(message) is str
+            and type(level) is str
+            and type(name) is str
+            and type(process_name) is str
+            and type(thread_name) is str
+            and type(pid) is int
+            and type(thread) is int
+        ):
+            return None
+        record.message = message
+        esc = _escape
+        parts = [
+            f'{{"time":"{self._timestamp(record.created)}","level":{esc(level)},"logger":{esc(name)},'
+            f'"message":{esc(message)},"pid":{pid},"process_name":{esc(process_name)},"thread":{thread},'
+            f'"thread_name":{esc(thread_name)}'
+        ]
+        encode = self._encode
+        try:
+            for attr in self.attributes:
+                parts.append(f",{esc(attr)}:{encode(fields.get(attr))}")
+            extra = fields.keys() - STANDARD_ATTRIBUTES
+            if extra:
+                taken = self._taken
+                for key in sorted(extra):
+                    label = f"extra_{key}" if key in taken else key
+                    parts.append(f",{esc(label)}:{encode(fields[key])}")
+        except Exception:
+            return None  # a value JSON refuses: _format writes it as text and counts it
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        exc_text = record.exc_text
+        if exc_text:
+            if type(exc_text) is not str:
+                return None
+            parts.append(f',"exception":{esc(exc_text)}')
+        if record.stack_info:
+            stack = self.formatStack(record.stack_info)
+            if type(stack) is not str:
+                return None
+            parts.append(f',"stack":{esc(stack)}')
+        parts.append("}")
+        return "".join(parts)
 
     def _format(self, record: logging.LogRecord) -> str:
         error: str | None = None
