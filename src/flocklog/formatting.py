@@ -311,7 +311,10 @@ class JSONFormatter(logging.Formatter):
                 taken = self._taken
                 for key in sorted(extra):
                     label = f"extra_{key}" if key in taken else key
-                    parts.append(f",{esc(label)}:{encode(fields[key])}")
+                    value = fields[key]
+                    kind = type(value)  # the two commonest kinds without the generic encoder's set-up
+                    text = esc(value) if kind is str else int.__repr__(value) if kind is int else encode(value)
+                    parts.append(f",{esc(label)}:{text}")
         except Exception:
             return None  # a value JSON refuses: _format writes it as text and counts it
         if record.exc_info and not record.exc_text:
