@@ -10,6 +10,10 @@ Each kind is a handler *and* a formatter: ``+std`` is ``logging.Formatter`` with
 what the handler costs with almost no formatting. A last section times the formatters alone, in one process
 without I/O, so the three parts of a record's cost (formatter, handler, ``os.write``) can be told apart.
 
+Two costs per record: wall (each writer's busy time from the start signal to its last record, as before) and CPU
+(the writers' user+system time over their whole lives, from ``RUSAGE_CHILDREN``). On a shared machine the wall
+figure also measures other tenants' preemption and swings by 2x between rounds; CPU time swings far less.
+
     .venv/bin/python benchmarks/files.py            # 4 processes, 5 interleaved repetitions, 20,000 records each
     .venv/bin/python benchmarks/files.py --quick    # 4 processes, 3 repetitions, 5,000 records
     .venv/bin/python benchmarks/files.py --processes 1,2,4,8 --all   # the full sweep, every stdlib/clh kind
@@ -40,9 +44,9 @@ from flocklog.formatting import Formatter
 from flocklog.verify import VerifyOptions, verify_paths
 
 FORMATTERS: dict[str, tuple[str, Callable[[], logging.Formatter]]] = {
-    "std": ("logging.Formatter", lambda: logging.Formatter(LINE_FORMAT)),
-    "fmt": ("flocklog.Formatter", lambda: Formatter(LINE_FORMAT)),
-    "msg": ("%(message)s only", lambda: logging.Formatter("%(message)s")),
+    "std": ("stdlib fmt", lambda: logging.Formatter(LINE_FORMAT)),
+    "fmt": ("flocklog fmt", lambda: Formatter(LINE_FORMAT)),
+    "msg": ("%(message)s", lambda: logging.Formatter("%(message)s")),
 }
 
 # The kinds of the target table, in the order they run within a repetition round.
@@ -82,6 +86,18 @@ def _build_handler(work: Workload) -> logging.Handler:
 
 # The writers are forked from this process, so they build their handlers through this wrapper.
 workload.build_handler = _build_handler
+
+
+def _preimport(kinds: list[str]) -> None:
+    """Import every handler module here, before the writers fork: the stdlib's ``logging.handlers`` already is.
+
+    Otherwise each writer would import its own (flocklog's files package ~10 ms of CPU, concurrent-log-handler
+    ~80 ms), and the CPU figures, taken over the writers' whole lives, would charge that to every record.
+    """
+    import flocklog.files.handlers  # noqa: F401
+
+    if any(kind.startswith("clh") for kind in kinds):
+        import concurrent_log_handler  # noqa: F401
 
 
 def _one(kind: str, processes: int, count: int, max_bytes: int, root: Path) -> dict[str, Any]:
@@ -323,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             f"skipping {', '.join(missing)}: install the bench extra (pip install 'flocklog[bench]')", file=sys.stderr
         )
         kinds = [k for k in kinds if k not in missing]
+    _preimport(kinds)
     root = Path(args.dir or tempfile.mkdtemp(prefix="flocklog-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     started = time.time()
