@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -587,3 +588,36 @@ def test_json_fast_path_writes_what_the_general_path_writes(
     assert fast == general
     assert json.loads(fast)["message"] == message
     assert formatter.errors == 0
+
+
+def test_one_formatter_shared_by_threads_gives_each_record_its_own_time() -> None:
+    """A dictConfig formatter is shared by every handler naming it, and each handler has its own lock."""
+    ours, theirs = Formatter("%(asctime)s %(message)s"), logging.Formatter("%(asctime)s %(message)s")
+    json_formatter = JSONFormatter()
+    times = [1_700_000_000.5 + k + k / 1000 for k in range(8)]
+    expected = {t: theirs.format(_record(t)) for t in times}
+    expected_json = {
+        t: datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ") for t in times
+    }
+    wrong: list[tuple[float, str]] = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+
+    def work(offset: int) -> None:
+        for i in range(3000):
+            t = times[(i + offset) % len(times)]
+            text = ours.format(_record(t))
+            stamp = json.loads(json_formatter.format(_record(t)))["time"]
+            if text != expected[t] or stamp != expected_json[t]:
+                wrong.append((t, text))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not any(thread.is_alive() for thread in threads)
+    assert wrong == []

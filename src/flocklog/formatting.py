@@ -67,15 +67,11 @@ class Formatter(logging.Formatter):
         defaults: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(fmt, datefmt, style, validate, defaults=defaults)
-        # The last second formatted, and what it was formatted with (see formatTime).
-        self._cached_second = -1
-        self._cached_pattern = ""
-        self._cached_converter: object = None
-        self._cached_zone: object = None
-        self._cached_text = ""
-        self._uses_style: object = None
-        self._uses_fmt: object = None
-        self._uses_time = False
+        # Each cache is one tuple, read and replaced whole, so threads sharing this formatter (one formatter on
+        # several handlers, each with its own lock) never see one second's key with another's text.
+        # (second, pattern, converter, tzname tuple, text) of the last second formatted; see formatTime.
+        self._time_cache: tuple[int, str, object, object, str] = (-1, "", None, None, "")
+        self._uses_cache: tuple[object, object, bool] = (None, None, False)  # (style, its _fmt, usesTime())
 
     def format(self, record: logging.LogRecord) -> str:
         """The stdlib's ``format`` step for step (so every hook is called as it would be)."""
@@ -98,11 +94,12 @@ class Formatter(logging.Formatter):
     def usesTime(self) -> bool:
         style = self._style
         fmt = style._fmt
-        if style is self._uses_style and fmt is self._uses_fmt:
-            return self._uses_time
+        cache = self._uses_cache
+        if style is cache[0] and fmt is cache[1]:
+            return cache[2]
         uses = style.usesTime()
         if type(style) in (_PercentStyle, _StrFormatStyle, _TemplateStyle):  # their answer depends on _fmt only
-            self._uses_style, self._uses_fmt, self._uses_time = style, fmt, uses
+            self._uses_cache = (style, fmt, uses)
         return uses
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
@@ -117,18 +114,11 @@ class Formatter(logging.Formatter):
         pattern = datefmt or self.default_time_format
         second = int(created)
         zone = _time.tzname  # a new tuple after every time.tzset(): a changed TZ is noticed
-        if (
-            second != self._cached_second
-            or pattern != self._cached_pattern
-            or converter is not self._cached_converter
-            or zone is not self._cached_zone
-        ):
-            self._cached_text = _strftime(pattern, converter(created))
-            self._cached_second = second
-            self._cached_pattern = pattern
-            self._cached_converter = converter
-            self._cached_zone = zone
-        text = self._cached_text
+        cache = self._time_cache
+        if cache[0] != second or cache[1] != pattern or cache[2] is not converter or cache[3] is not zone:
+            cache = (second, pattern, converter, zone, _strftime(pattern, converter(created)))
+            self._time_cache = cache
+        text = cache[4]
         if datefmt:
             return text
         msec_format = self.default_msec_format
@@ -227,8 +217,7 @@ class JSONFormatter(logging.Formatter):
         self._encode = json.JSONEncoder(
             ensure_ascii=True, allow_nan=False, separators=(",", ":"), default=_to_text
         ).encode
-        self._second: int | None = None
-        self._second_text = ""
+        self._second_cache: tuple[int | None, str] = (None, "")  # one tuple: see Formatter.__init__
         #: Records written with a fallback (message arguments that did not fit, or values JSON refused).
         self.errors = 0
 
@@ -244,10 +233,11 @@ class JSONFormatter(logging.Formatter):
             second, micro = second + 1, micro - 1_000_000
         elif micro < 0:
             second, micro = second - 1, micro + 1_000_000
-        if second != self._second:
-            self._second_text = _strftime("%Y-%m-%dT%H:%M:%S", _gmtime(second))
-            self._second = second
-        return f"{self._second_text}.{micro:06d}Z"
+        cache = self._second_cache
+        if second != cache[0]:
+            cache = (second, _strftime("%Y-%m-%dT%H:%M:%S", _gmtime(second)))
+            self._second_cache = cache
+        return f"{cache[1]}.{micro:06d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         try:
