@@ -512,7 +512,37 @@ def test_json_never_raises_on_a_message_that_cannot_be_formatted() -> None:
     broken = _record(1_700_000_000.0)
     del broken.__dict__["levelname"]
     assert _json(formatter, broken)["format_error"].startswith("AttributeError")
-    assert formatter.stats() == {"errors": 3}
+    out = _json(formatter, _record(1_700_000_000.0, msg=RaisesUnprintable(), args=()))
+    assert out["format_error"] == "UnprintableError: <unrepresentable UnprintableError> (args ())"
+    assert formatter.stats() == {"errors": 4}
+
+
+def test_json_never_raises_even_when_a_hook_raises_an_unprintable_error() -> None:
+    class Failing(JSONFormatter):
+        def formatException(self, ei: Any) -> str:
+            raise UnprintableError
+
+    try:
+        _failing()
+    except RuntimeError:
+        exc_info = sys.exc_info()
+    formatter = Failing()
+    out = _json(formatter, _record(1_700_000_000.0, exc_info=exc_info, exc_text=None))
+    assert out["format_error"] == "UnprintableError: <unrepresentable UnprintableError>"
+    assert out["message"] == "hello %s" and formatter.stats() == {"errors": 1}
+
+
+class UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str either")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr either")
+
+
+class RaisesUnprintable:
+    def __str__(self) -> str:
+        raise UnprintableError
 
 
 def test_json_unknown_attribute_names_are_refused_with_the_reason() -> None:

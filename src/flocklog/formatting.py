@@ -251,7 +251,7 @@ class JSONFormatter(logging.Formatter):
                     "level": _to_text(getattr(record, "levelname", "")),
                     "logger": _to_text(getattr(record, "name", "")),
                     "message": _to_text(getattr(record, "msg", "")),
-                    "format_error": f"{type(exc).__name__}: {exc}",
+                    "format_error": f"{type(exc).__name__}: {_to_text(exc)}",
                 }
             )
 
@@ -328,7 +328,7 @@ class JSONFormatter(logging.Formatter):
             message = record.getMessage()
         except Exception as exc:
             message = _to_text(record.msg)
-            error = f"{type(exc).__name__}: {exc} (args {_to_text(record.args)})"
+            error = f"{type(exc).__name__}: {_to_text(exc)} (args {_to_text(record.args)})"
         record.message = message
         out: dict[str, Any] = {
             "time": self._timestamp(record.created),
