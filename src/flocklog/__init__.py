@@ -31,6 +31,9 @@ _LAZY: dict[str, str] = {
     "ExecutionLogger": "flocklog.pipeline.logger",
     "ExecutionLogHandler": "flocklog.pipeline.logger",
     "configure": "flocklog._configure",
+    "Formatter": "flocklog.formatting",
+    "JSONFormatter": "flocklog.formatting",
+    "make_formatter": "flocklog.formatting",
 }
 
 if TYPE_CHECKING:
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
         RotatingFileHandler,
         TimedRotatingFileHandler,
     )
+    from flocklog.formatting import Formatter, JSONFormatter, make_formatter
     from flocklog.hub.client import HubHandler
     from flocklog.pipeline.logger import ExecutionLogger, ExecutionLogHandler
 
@@ -65,9 +69,11 @@ __all__ = [
     "ExecutionLogHandler",
     "ExecutionLogger",
     "FlocklogError",
+    "Formatter",
     "FrameError",
     "HubError",
     "HubHandler",
+    "JSONFormatter",
     "PipelineError",
     "RotatingFileHandler",
     "SerializationError",
@@ -75,4 +81,5 @@ __all__ = [
     "TimedRotatingFileHandler",
     "__version__",
     "configure",
+    "make_formatter",
 ]
