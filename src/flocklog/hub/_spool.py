@@ -224,7 +224,15 @@ class Spool:
     def orphans(self) -> list[Path]:
         """Spool files of dead processes in a safe directory, oldest first (nothing from an unsafe one)."""
         directory = self.wanted
-        if not directory.is_dir() or unsafe_reason(directory) is not None:
+        if not directory.is_dir():
+            return []
+        reason = unsafe_reason(directory)
+        if reason is not None:
+            self._warn(
+                "spool_dir",
+                f"flocklog HubHandler: refusing spool directory {directory}: {reason}; its spool files are not "
+                f"replayed, and this process spools to a private directory (fix the directory, or set {ENV_SPOOL_DIR})",
+            )
             return []
         try:
             candidates = sorted(directory.glob("*.spool"), key=lambda p: p.stat().st_mtime)

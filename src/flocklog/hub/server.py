@@ -30,6 +30,7 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -39,6 +40,7 @@ from flocklog.hub import frames
 from flocklog.hub._address import Address, parse_address, resolve_secret
 from flocklog.hub._dedup import Watermarks
 from flocklog.hub._loop import Accounting, Conn, Loop
+from flocklog.hub._spool import unsafe_reason, user_tag
 
 log = logging.getLogger("flocklog.hub")
 
@@ -494,6 +496,22 @@ class Hub:
         return f"<Hub {self.address} pid={self.pid}>"
 
 
+def default_state_path(addresses: Sequence[str]) -> str:
+    """Where ``flocklog serve`` keeps its de-duplication watermark: beside its Unix socket, else a private dir."""
+    parsed = [parse_address(a) for a in addresses]
+    for addr in parsed:
+        if addr.kind == "unix":
+            return f"{addr.path}.dedup"
+    directory = os.path.join(tempfile.gettempdir(), f"flocklog-hub-{user_tag()}")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(directory, 0o700)
+    reason = unsafe_reason(Path(directory))
+    if reason is not None:
+        raise ConfigError(f"refusing {directory} for the hub's state: {reason}; pass --state PATH")
+    tcp = parsed[0]
+    return os.path.join(directory, f"{tcp.host.replace(':', '_')}-{tcp.port}.dedup")
+
+
 def start_hub(
     handlers: Sequence[logging.Handler] | None = None,
     *,
@@ -501,13 +519,28 @@ def start_hub(
     secret: str | None = None,
     config: dict[str, Any] | None = None,
     max_frame: int = frames.DEFAULT_MAX_FRAME,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    idle_timeout: float = 300.0,
+    handshake_timeout: float = 10.0,
+    state_path: str | os.PathLike[str] | None = None,
 ) -> Hub:
     """Start a hub in this process (background threads) writing through ``handlers`` (or ``config``'s root ones).
 
     ``address`` None listens on a Unix socket in a fresh private directory; read it back from ``hub.address``
-    and hand it to clients (``FLOCKLOG_HUB_ADDRESS``).
+    and hand it to clients (``FLOCKLOG_HUB_ADDRESS``). The other options are :class:`Hub`'s.
     """
     if handlers is None and config is None:
         raise ConfigError("start_hub needs handlers=[...] or config={...} (a logging dictConfig dict)")
     chosen = list(handlers or []) + (handlers_from_config(config) if config is not None else [])
-    return Hub(chosen, addresses=[address] if address else None, secret=secret, max_frame=max_frame)
+    return Hub(
+        chosen,
+        addresses=[address] if address else None,
+        secret=secret,
+        max_frame=max_frame,
+        max_memory=max_memory,
+        max_connections=max_connections,
+        idle_timeout=idle_timeout,
+        handshake_timeout=handshake_timeout,
+        state_path=state_path,
+    )
