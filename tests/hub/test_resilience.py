@@ -105,7 +105,7 @@ def test_a_peer_that_requests_status_and_never_reads_cannot_stall_the_writer(
     thread = threading.Thread(target=attack, daemon=True)
     thread.start()
     try:
-        wait_until(lambda: query_status(address)["status_requests"] > 2000, 60, "the attacker's status requests")
+        wait_until(lambda: query_status(address)["status_requests"] > 200, 60, "the attacker's status requests")
         result = last_json(run_script(GOOD_WRITER, env, "1000").stdout)
         assert result["drained"] and result["sent"] == 1000 and result["spooled"] == 0, result
         status = query_status(address)
@@ -395,10 +395,11 @@ def test_a_handler_whose_constructor_raises_leaves_logging_shutdown_working(subp
 import logging
 from flocklog import HubHandler
 from flocklog.errors import ConfigError
+kept = []
 try:
     HubHandler("unix:/nonexistent/hub.sock", linger=5.0, retry_interval=0.5)
-except ConfigError:
-    pass
+except ConfigError as exc:
+    kept.append(exc)  # its traceback keeps the half-built handler alive, as a logged or re-raised error would
 logging.shutdown()
 print("ok")
 """
