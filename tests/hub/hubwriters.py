@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from flocklog.errors import HubError
+from flocklog.hub import query_status
 from flocklog.hub.client import HubHandler
 from flocklog.stamps import stamped_logger, write_stamped
 from flocklog.verify import Report, VerifyOptions, verify_paths
@@ -50,3 +59,69 @@ def check(path: Path, *, run: str, writers: int, per_writer: int) -> Report:
 
 def pid() -> int:
     return os.getpid()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds naming what was awaited."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def hub_config(log_path: Path, handler_class: str = "logging.FileHandler") -> dict[str, Any]:
+    return {
+        "version": 1,
+        "handlers": {"file": {"class": handler_class, "filename": str(log_path)}},
+        "root": {"level": "DEBUG", "handlers": ["file"]},
+    }
+
+
+def serve(
+    tmp_path: Path, log_path: Path, env: dict[str, str], *args: str, sock: Path | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """``flocklog serve`` as its own process on a Unix socket; returns it once it answers status."""
+    sock = sock or tmp_path / "hub.sock"
+    config = tmp_path / "hub.json"
+    if not config.exists():
+        config.write_text(json.dumps(hub_config(log_path)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flocklog.cli", "serve", "--config", str(config), "--unix", str(sock), *args],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    address = f"unix:{sock}"
+
+    def up() -> bool:
+        assert proc.poll() is None, proc.communicate()[1]
+        try:
+            query_status(address, timeout=1.0)
+        except HubError:
+            return False
+        return True
+
+    wait_until(up, 60, "flocklog serve to answer")
+    return proc, address
+
+
+def stop_serve(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM, then the exit status must be 0; returns its stderr."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return err
+
+
+def run_script(script: str, env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def last_json(text: str) -> Any:
+    return json.loads([line for line in text.splitlines() if line.startswith("{")][-1])

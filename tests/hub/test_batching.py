@@ -36,3 +36,33 @@ def test_batches_are_cut_to_the_frame_limit_and_every_record_arrives_once_in_ord
     assert stats["truncated"] == sizes.count(9000) > 0
     # 1500 records averaging ~1.3 KB cannot travel in 3 batches of 512: the byte limit cut them.
     assert stats["batches"] >= sum(min(s, MAX_FRAME) for s in sizes) // MAX_FRAME
+
+
+def test_the_hub_writes_chunks_to_flocklogs_file_handlers_in_one_write_and_still_rotates(tmp_path: Path) -> None:
+    import flocklog
+
+    log_path = tmp_path / "hub.log"
+    sized = flocklog.RotatingFileHandler(log_path, maxBytes=20_000, backupCount=50)
+    timed_path = tmp_path / "timed.log"
+    timed = flocklog.TimedRotatingFileHandler(timed_path, when="S", backupCount=100)
+    for h in (sized, timed):
+        h.setFormatter(logging.Formatter("%(message)s"))
+    with start_hub([sized, timed]) as hub:
+        handler = HubHandler(hub.address, spool_dir=tmp_path / "spool", when_full="block")
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        for i in range(5000):
+            handler.handle(logging.makeLogRecord({"msg": f"chunk {i:05d}", "levelno": logging.INFO}))
+        assert handler.drain(60)
+        handler.close()
+    sized.close()
+    timed.close()
+    for base in (log_path, timed_path):
+        lines = [
+            line
+            for p in tmp_path.glob(base.name + "*")
+            if p.is_file() and not p.name.endswith("lock")
+            for line in p.read_text().splitlines()
+        ]
+        assert sorted(lines) == [f"chunk {i:05d}" for i in range(5000)], base
+    assert len(list(tmp_path.glob("hub.log.*"))) > 2, "size rotation happened between chunks"
+    assert all(p.stat().st_size <= 20_000 for p in tmp_path.glob("hub.log*") if not p.name.endswith("lock"))

@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from flocklog.hub import frames, start_hub
+from flocklog.hub import _spool, frames, start_hub
 from flocklog.hub.client import HubHandler
 
 
@@ -17,7 +17,7 @@ def _spooled_messages(spool: Path) -> list[str]:
     found: list[str] = []
     for path in sorted(spool.glob("*.spool")):
         data = path.read_bytes()
-        pos = 0
+        pos = _spool.HEADER_SIZE if data.startswith(_spool.MAGIC) else 0
         while pos < len(data):
             (size,) = frames.HEADER.unpack_from(data, pos)
             pos += frames.HEADER.size

@@ -12,6 +12,11 @@ import click
 
 from flocklog.errors import ConfigError, FlocklogError
 
+# Plain copies of the hub's defaults: importing the hub here would load it for every CLI command.
+DEFAULT_MAX_MEMORY = 64 * 1024 * 1024
+DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_MAX_FRAME = 1024 * 1024
+
 
 def load_config(path: str) -> dict[str, Any]:
     """A logging dictConfig dict from a JSON, TOML or YAML file (by extension)."""
@@ -56,15 +61,50 @@ def register(group: click.Group) -> None:
         show_default=True,
         help="Seconds to write what was received after SIGTERM.",
     )
+    @click.option(
+        "--max-memory",
+        type=int,
+        default=DEFAULT_MAX_MEMORY,
+        show_default=True,
+        help="Bytes the hub may hold for its writer; past it, it stops reading (back-pressure).",
+    )
+    @click.option(
+        "--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, show_default=True, help="Open connections cap."
+    )
+    @click.option("--max-frame", type=int, default=DEFAULT_MAX_FRAME, show_default=True, help="Frame size limit.")
+    @click.option("--idle-timeout", type=float, default=300.0, show_default=True, help="Close silent connections.")
+    @click.option(
+        "--handshake-timeout",
+        type=float,
+        default=10.0,
+        show_default=True,
+        help="Close connections that send no valid frame in time.",
+    )
+    @click.option(
+        "--state",
+        "state_path",
+        default=None,
+        help="De-duplication watermark file (default: next to the Unix socket, or in a private temp directory).",
+    )
     def serve(
-        config_path: str, unix_path: str | None, tcp_addr: str | None, secret: str | None, drain_timeout: float
+        config_path: str,
+        unix_path: str | None,
+        tcp_addr: str | None,
+        secret: str | None,
+        drain_timeout: float,
+        max_memory: int,
+        max_connections: int,
+        max_frame: int,
+        idle_timeout: float,
+        handshake_timeout: float,
+        state_path: str | None,
     ) -> None:
         """Run a log hub: clients (flocklog.HubHandler) send records, this process writes them once."""
         import signal
         import threading
 
         from flocklog.hub._address import ENV_ADDRESS
-        from flocklog.hub.server import Hub, handlers_from_config
+        from flocklog.hub.server import Hub, default_state_path, handlers_from_config
 
         addresses = []
         if unix_path:
@@ -78,13 +118,24 @@ def register(group: click.Group) -> None:
             addresses.append(env)
         try:
             handlers = handlers_from_config(load_config(config_path))
-            hub = Hub(handlers, addresses=addresses, secret=secret)
+            hub = Hub(
+                handlers,
+                addresses=addresses,
+                secret=secret,
+                max_frame=max_frame,
+                max_memory=max_memory,
+                max_connections=max_connections,
+                idle_timeout=idle_timeout,
+                handshake_timeout=handshake_timeout,
+                state_path=state_path or default_state_path(addresses),
+            )
         except (FlocklogError, OSError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
         signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
-        signal.signal(signal.SIGHUP, lambda signum, frame: hub.reopen())
+        if hasattr(signal, "SIGHUP"):  # not on Windows
+            signal.signal(signal.SIGHUP, lambda signum, frame: hub.reopen())
         click.echo(f"flocklog hub pid {hub.pid} listening on {', '.join(hub.addresses)}", err=True)
         while not stop.wait(0.5):
             pass
@@ -97,6 +148,7 @@ def register(group: click.Group) -> None:
                 click.echo(f"flocklog hub: closing {handler!r} failed: {exc}", err=True)
         click.echo(
             f"flocklog hub stopped: {status['records_written']} records written, {status['malformed']} malformed, "
-            f"{status['auth_failed']} unauthenticated frames",
+            f"{status['auth_failed']} unauthenticated frames, {status['records_repaired']} repaired, "
+            f"{status['records_skipped']} skipped, {status['connections_refused']} connections refused",
             err=True,
         )

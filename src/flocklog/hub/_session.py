@@ -10,6 +10,13 @@ from flocklog.errors import FrameError, HubError
 from flocklog.hub import frames
 from flocklog.hub._address import Address, connect
 
+#: The smallest frame limit a hub may advertise: a record and its envelope must fit.
+MIN_HUB_FRAME = 4096
+
+
+class DowngradeError(HubError):
+    """A client with a secret met a hub that does not authenticate: it may be an impostor."""
+
 
 class Rejected(HubError):
     """The hub read a frame and found it malformed: resending the same bytes can never succeed."""
@@ -31,15 +38,24 @@ class ClientSession:
             nonce = hello.get("nonce")
             if hello["t"] != "hello" or not isinstance(nonce, bytes):
                 raise FrameError("the peer did not greet like a flocklog hub")
-            self.max_frame = int(hello.get("max", frames.DEFAULT_MAX_FRAME))
+            advertised = hello.get("max", frames.DEFAULT_MAX_FRAME)
+            if type(advertised) is not int or advertised < MIN_HUB_FRAME:
+                raise FrameError(f"the hub advertised an unusable frame limit {advertised!r}")
+            self.max_frame = advertised  # batches are cut to this (a bigger frame gets the connection closed)
             self.nonce = nonce
             auth = bool(hello.get("auth"))
             if auth and secret is None:
                 raise HubError(
                     f"the hub at {address} requires a shared secret: pass secret=... or set FLOCKLOG_HUB_SECRET"
                 )
+            if secret is not None and not auth:
+                # A downgrade: whoever answers here could be a fake hub acking records it never writes.
+                raise DowngradeError(
+                    f"refusing the hub at {address}: this client has a shared secret but the hub does not "
+                    "authenticate (start it with --secret / FLOCKLOG_HUB_SECRET); records stay spooled"
+                )
             self.secret = secret if auth else None
-        except (OSError, ConnectionError) as exc:
+        except (OSError, ConnectionError, KeyError) as exc:
             self.sock.close()
             raise HubError(f"the hub at {address} closed the connection during the handshake: {exc}") from exc
         except BaseException:

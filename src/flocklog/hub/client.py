@@ -15,37 +15,24 @@ import itertools
 import logging
 import os
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from flocklog import _lifecycle
-from flocklog._proc import pid_alive
 from flocklog.errors import ConfigError, FrameError, HubError
 from flocklog.hub import frames
 from flocklog.hub._address import resolve_address, resolve_secret
-from flocklog.hub._session import ClientSession, Rejected
+from flocklog.hub._session import ClientSession, DowngradeError, Rejected
+from flocklog.hub._spool import ENV_SPOOL_DIR, Spool, default_spool_dir
 
-ENV_SPOOL_DIR = "FLOCKLOG_HUB_SPOOL_DIR"
+__all__ = ["ENV_SPOOL_DIR", "HubHandler", "default_spool_dir"]
+
 _POLICIES = ("drop_oldest", "drop_newest", "block")
 _ENVELOPE_ROOM = 1024  # batch map keys, client id, seq, stats and the MAC around the records
-_FSYNC_INTERVAL = 1.0
-
-
-def default_spool_dir() -> str:
-    return os.environ.get(ENV_SPOOL_DIR) or os.path.join(tempfile.gettempdir(), f"flocklog-spool-{os.getuid()}")
-
-
-def _seq_and_count(body: bytes) -> tuple[int | None, int]:
-    """A spooled batch's sequence number and record count (None, 0 if it cannot be decoded: the hub rejects it)."""
-    try:
-        batch = frames.unpack(body)
-        return batch["seq"], len(batch["recs"])
-    except (FrameError, KeyError, TypeError):
-        return None, 0
+_CONNECT_POLL = 0.01
 
 
 class HubHandler(logging.Handler):
@@ -74,7 +61,8 @@ class HubHandler(logging.Handler):
         adopt_orphans: bool = True,
         level: int | str = logging.NOTSET,
     ) -> None:
-        super().__init__(level)
+        # Checked before Handler.__init__, which puts the handler in logging's shutdown list: a handler that
+        # failed to construct must not be flushed (half-built) by logging.shutdown() at exit.
         if when_full not in _POLICIES:
             raise ConfigError(f"when_full={when_full!r}: use one of {', '.join(_POLICIES)}")
         if capacity < 1 or batch_size < 1:
@@ -83,7 +71,9 @@ class HubHandler(logging.Handler):
             raise ConfigError(f"linger must be >= 0 and below retry_interval, got {linger}")
         if max_frame < 4 * _ENVELOPE_ROOM:
             raise ConfigError(f"max_frame must be at least {4 * _ENVELOPE_ROOM} bytes")
-        self.address = resolve_address(address)
+        resolved = resolve_address(address)
+        super().__init__(level)
+        self.address = resolved
         self.secret = resolve_secret(secret)
         self.spool_dir = Path(spool_dir) if spool_dir is not None else Path(default_spool_dir())
         self.capacity = capacity
@@ -99,6 +89,11 @@ class HubHandler(logging.Handler):
         self._handle_sigterm = handle_sigterm
         self._reset_state()
         self._register()
+        if adopt_orphans and self._spool.orphans():
+            # Spools of exited writers are replayed now, not at this handler's first record (which may never come).
+            with self._mutex:
+                if self._thread is None:
+                    self._start_sender()
 
     # -- state that a forked child must not share ------------------------------------------------------------
     def _reset_state(self) -> None:
@@ -124,12 +119,16 @@ class HubHandler(logging.Handler):
         self._close_quota = 0  # records a close() in progress still waits for the sender to send
         self._closed = False
         self._deadline = float("inf")
-        self._spool_path = self.spool_dir / f"{self._pid}-{self._cid}.spool"
-        self._spool_file: BinaryIO | None = None
-        self._last_fsync = 0.0
-        self._pending_spools: list[Path] = []  # replay order: adopted orphans first, then our own spool
-        self._replay_file: BinaryIO | None = None
-        self._replay_path: Path | None = None
+        self._spool = Spool(self.spool_dir, self._pid, self._cid, self._warn_once)
+        self._batch_limit = self._record_limit  # cut to the hub's advertised frame limit once connected
+        # The connector thread makes connections (and waits for the greeting), so a hub that accepts and never
+        # greets cannot hold the sender: meanwhile it spools.
+        self._connect_lock = threading.Lock()
+        self._connected = threading.Event()
+        self._connector: threading.Thread | None = None
+        self._ready: ClientSession | None = None
+        self._connect_failures = 0
+        self._auth_refused = 0
         self._stats: dict[str, int] = dict.fromkeys(
             (
                 "emitted",
@@ -143,22 +142,22 @@ class HubHandler(logging.Handler):
                 "dropped_rejected",
                 "batches",
                 "reconnects",
-                "connect_failures",
                 "adopted_spools",
+                "split_batches",
+                "sender_errors",
             ),
             0,
         )
-        self._warned: set[str] = set()
+        self._warned: set[str] = getattr(self, "_warned", set())
 
     def _after_fork_in_child(self) -> None:
         """The child owns nothing of the parent's: not its buffer (the parent sends it), socket, thread or spool."""
-        if self._session is not None:
-            with contextlib.suppress(OSError):
-                self._session.sock.close()
-        for f in (self._spool_file, self._replay_file):
-            if f is not None:
+        for session in (self._session, self._ready):
+            if session is not None:
                 with contextlib.suppress(OSError):
-                    os.close(f.fileno())
+                    session.sock.close()
+        self._spool.forget()
+        self._warned = set()
         self._reset_state()
         self._register()  # a handler the parent had closed is live again here, and must be drained at exit
 
@@ -233,8 +232,8 @@ class HubHandler(logging.Handler):
         # A record costs its bytes plus 8 of framing; keep the longest prefix whose total is within the limit.
         ends = list(itertools.accumulate(map(len, chunk)))
         count = len(chunk)
-        if count and ends[-1] + 8 * count > self._record_limit:
-            limit = self._record_limit
+        if count and ends[-1] + 8 * count > self._batch_limit:
+            limit = self._batch_limit
             count = bisect.bisect_right(range(count), limit, key=lambda k: ends[k] + 8 * (k + 1))
             count = max(count, 1)  # one record of exactly the limit goes alone
             chunk = chunk[:count]
@@ -252,34 +251,64 @@ class HubHandler(logging.Handler):
                 self._space.notify_all()
 
     def _run(self) -> None:
+        """The sender thread: it never dies of an error (counted, said once, then it goes on)."""
         if self.adopt_orphans:
-            self._adopt_orphan_spools()
+            try:
+                self._stats["adopted_spools"] += self._spool.adopt_orphans()
+            except Exception as exc:
+                self._sender_error(exc)
         while True:
-            self._wake.wait(self.retry_interval)
-            self._linger()
-            self._wake.clear()
-            while True:
-                if self._pending_spools and not self._past_deadline():
-                    self._try_replay()
-                if self._closing and self._close_quota <= 0:
-                    break  # what was buffered when close() began is out; close() spools anything newer
-                batch = self._take_batch()
-                if not batch:
-                    break
+            try:
+                if self._cycle():
+                    return
+            except Exception as exc:  # never the end of this process's logging
+                self._sender_error(exc)
+                if self._closing:
+                    self._finish_sender()
+                    return
+                time.sleep(min(self.retry_interval, 0.5))
+
+    def _sender_error(self, exc: BaseException) -> None:
+        self._stats["sender_errors"] += 1
+        self._warn_once("sender", f"flocklog HubHandler: sender error ({type(exc).__name__}: {exc}); it goes on")
+
+    def _cycle(self) -> bool:
+        """One wake-up of the sender; True when a close() is complete."""
+        self._wake.wait(self.retry_interval)
+        self._linger()
+        self._wake.clear()
+        while True:
+            if self._spool.pending and not self._past_deadline():
+                self._try_replay()
+            if self._closing and self._close_quota <= 0:
+                break  # what was buffered when close() began is out; close() spools anything newer
+            batch = self._take_batch()
+            if not batch:
+                break
+            try:
                 self._deliver(batch)
+            finally:
                 if self._closing:
                     self._close_quota -= len(batch)
                 self._batch_done()
-            with self._idle:
-                self._idle.notify_all()
-            if (
-                self._closing
-                and (self._close_quota <= 0 or (not self._buf and not self._carry))
-                and (not self._pending_spools or self._past_deadline())
-            ):
-                self._close_session()
-                self._close_spool()
-                return
+        with self._idle:
+            self._idle.notify_all()
+        if (
+            self._closing
+            and (self._close_quota <= 0 or (not self._buf and not self._carry))
+            and (not self._spool.pending or self._past_deadline())
+        ):
+            self._finish_sender()
+            return True
+        return False
+
+    def _finish_sender(self) -> None:
+        self._close_session()
+        with self._connect_lock:
+            ready, self._ready = self._ready, None
+        if ready is not None:
+            ready.close()
+        self._spool.close()
 
     def _linger(self) -> None:
         """Let a trickle pile up for ``linger`` after the last batch, unless a full batch is already waiting.
@@ -309,7 +338,7 @@ class HubHandler(logging.Handler):
         self._last_batch = time.monotonic()
         seq, body = self._new_batch_body(recs)
         self._stats["batches"] += 1
-        if not self._pending_spools and self._ensure_session():
+        if not self._spool.pending and self._ensure_session(wait=True):
             outcome = self._send_body(body, seq, len(recs))
             if outcome == "ok":
                 self._stats["sent"] += len(recs)
@@ -317,34 +346,87 @@ class HubHandler(logging.Handler):
                 return
         self._spool_bodies([body], len(recs))
 
-    def _ensure_session(self) -> bool:
+    # -- connecting (the connector thread waits for greetings, never the sender) -----------------------------
+    def _ensure_session(self, *, wait: bool = False) -> bool:
+        """A session if one is ready; else start connecting and, with ``wait``, wait for it only while it is safe.
+
+        Safe means: the buffer is below half its capacity. A hub that accepts and never greets (or a slow one)
+        then makes this spool instead of letting the buffer overflow and drop.
+        """
+        if self._session is not None:
+            return True
+        self._take_ready()
         if self._session is not None:
             return True
         now = time.monotonic()
-        if now < self._next_connect or self._past_deadline():
-            return False
-        timeout = min(self.connect_timeout, max(0.05, self._deadline - now))
-        try:
-            self._session = ClientSession(self.address, self.secret, timeout)
-        except (HubError, FrameError, OSError) as exc:
-            self._stats["connect_failures"] += 1
-            self._next_connect = now + self.retry_interval
-            self._warn_once("connect", f"flocklog HubHandler: hub unreachable, spooling to {self.spool_dir}: {exc}")
-            return False
+        if self._connector is None and now >= self._next_connect and not self._past_deadline():
+            self._connected.clear()
+            self._connector = threading.Thread(target=self._connect, name="flocklog-hub-connect", daemon=True)
+            self._connector.start()
+        if wait and self._connector is not None:
+            limit = min(now + self.connect_timeout, self._deadline)
+            half = self.capacity // 2
+            while time.monotonic() < limit and len(self._buf) + self._carry_len < half:
+                if self._connected.wait(_CONNECT_POLL):
+                    break
+            self._take_ready()
+        return self._session is not None
+
+    def _take_ready(self) -> None:
+        with self._connect_lock:
+            session, self._ready = self._ready, None
+            if self._connector is not None and not self._connector.is_alive():
+                self._connector = None
+        if session is None:
+            return
+        self._session = session
+        self._batch_limit = max(1024, min(self._record_limit, session.max_frame - _ENVELOPE_ROOM))
         self._stats["reconnects"] += 1
         self._warned.discard("connect")
-        return True
+
+    def _connect(self) -> None:
+        """The connector thread: one attempt; the sender picks the session up (or the failure) when it looks."""
+        timeout = max(0.05, min(self.connect_timeout, self._deadline - time.monotonic()))
+        try:
+            session = ClientSession(self.address, self.secret, timeout)
+        except DowngradeError as exc:
+            with self._connect_lock:
+                self._auth_refused += 1
+                self._next_connect = time.monotonic() + self.retry_interval
+            self._warn_once("downgrade", f"flocklog HubHandler: {exc}")
+        except (HubError, FrameError, OSError) as exc:
+            with self._connect_lock:
+                self._connect_failures += 1
+                self._next_connect = time.monotonic() + self.retry_interval
+            self._warn_once("connect", f"flocklog HubHandler: hub unreachable, spooling to {self._spool_dir()}: {exc}")
+        except Exception as exc:  # never silent, never raised into the application
+            with self._connect_lock:
+                self._connect_failures += 1
+                self._next_connect = time.monotonic() + self.retry_interval
+            self._warn_once("connect", f"flocklog HubHandler: cannot connect ({type(exc).__name__}: {exc})")
+        else:
+            with self._connect_lock:
+                self._ready = session
+        finally:
+            self._connected.set()
+            self._wake.set()
+
+    def _spool_dir(self) -> Path:
+        return self._spool.known_dir()
 
     def _send_body(self, body: bytes, seq: int | None, nrecs: int) -> str:
         """Send one batch and wait for its ack: "ok", "rejected" (dropped, counted) or "failed" (spool/resend it).
 
         A batch the hub calls malformed would be rejected again on every resend, so it is dropped with a counter
         and a warning instead of blocking everything behind it forever. The caller passes ``seq`` and ``nrecs``,
-        which it knows: decoding the whole body again here held the GIL for no reason.
+        which it knows: decoding the whole body again here held the GIL for no reason. A body larger than the
+        hub's frame limit (spooled before this hub was known) is sent in parts that fit.
         """
         session = self._session
         if session is None:
             return "failed"
+        if frames.HEADER.size + len(body) + frames.MAC_SIZE > session.max_frame:
+            return self._send_split(body, nrecs)
         try:
             if self._deadline != float("inf"):
                 session.sock.settimeout(max(0.05, min(self.connect_timeout, self._deadline - time.monotonic())))
@@ -359,10 +441,49 @@ class HubHandler(logging.Handler):
             self._close_session()
             return "rejected"
         except (OSError, ConnectionError, HubError) as exc:
-            self._warn_once("send", f"flocklog HubHandler: lost the hub ({exc}); spooling to {self.spool_dir}")
+            self._warn_once("send", f"flocklog HubHandler: lost the hub ({exc}); spooling to {self._spool_dir()}")
             self._close_session()
             self._next_connect = time.monotonic() + min(0.05, self.retry_interval)
             return "failed"
+
+    def _send_split(self, body: bytes, nrecs: int) -> str:
+        """Send a batch too big for this hub as parts within its limit; an oversized record is truncated.
+
+        Each part is its own batch ``(cid.seq.part, 0)``, so a resend after a failure skips the parts the hub
+        already wrote, exactly as for whole batches.
+        """
+        try:
+            batch = frames.unpack(body)
+            cid, seq, recs, stats = batch["cid"], batch["seq"], list(batch["recs"]), batch.get("st", [0, 0])
+        except (FrameError, KeyError, TypeError):
+            self._stats["dropped_rejected"] += nrecs
+            self._warn_once("rejected", "flocklog HubHandler: an undecodable spooled batch was dropped")
+            return "rejected"
+        limit = self._batch_limit
+        for i, rec in enumerate(recs):
+            if isinstance(rec, bytes) and len(rec) + 8 > limit:
+                try:
+                    fields = frames.decode_record(rec)
+                except FrameError:
+                    continue  # the hub will call it malformed and count it
+                recs[i], _ = frames.encode_record(fields, limit - 8)
+                self._stats["truncated"] += 1
+        parts: list[list[bytes]] = [[]]
+        size = 0
+        for rec in recs:
+            cost = len(rec) + 8
+            if parts[-1] and size + cost > limit:
+                parts.append([])
+                size = 0
+            parts[-1].append(rec)
+            size += cost
+        self._stats["split_batches"] += 1
+        for k, part in enumerate(parts):
+            part_body = frames.pack({"t": "b", "cid": f"{cid}.{seq}.{k}"[:64], "seq": 0, "recs": part, "st": stats})
+            outcome = self._send_body(part_body, 0, len(part))
+            if outcome == "failed":
+                return "failed"
+        return "ok"
 
     def _close_session(self) -> None:
         if self._session is not None:
@@ -372,95 +493,25 @@ class HubHandler(logging.Handler):
     # -- the spool -------------------------------------------------------------------------------------------
     def _spool_bodies(self, bodies: list[bytes], nrecs: int) -> None:
         try:
-            if self._spool_file is None:
-                self.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-                self._spool_file = open(self._spool_path, "ab")  # noqa: SIM115 - kept open across batches
-            for body in bodies:
-                self._spool_file.write(frames.HEADER.pack(len(body)) + body)
-            self._spool_file.flush()
-            now = time.monotonic()
-            if now - self._last_fsync >= _FSYNC_INTERVAL:
-                os.fsync(self._spool_file.fileno())
-                self._last_fsync = now
-            if self._spool_path not in self._pending_spools:
-                self._pending_spools.append(self._spool_path)
+            self._spool.append(bodies)
             self._stats["spooled"] += nrecs
-        except OSError as exc:
+        except OSError as exc:  # a full disk: counted; the spool keeps only whole frames; later ones may fit
             self._stats["dropped_spool_error"] += nrecs
-            self._warn_once("spool", f"flocklog HubHandler: cannot spool {nrecs} records to {self.spool_dir}: {exc}")
+            self._warn_once("spool", f"flocklog HubHandler: cannot spool {nrecs} records to {self._spool_dir()}: {exc}")
 
     def _spool_batches(self, batches: list[list[bytes]]) -> None:
         for recs in batches:
             self._spool_bodies([self._new_batch_body(recs)[1]], len(recs))
 
     def _close_spool(self) -> None:
-        if self._spool_file is not None:
-            with contextlib.suppress(OSError):
-                self._spool_file.flush()
-                os.fsync(self._spool_file.fileno())
-                self._spool_file.close()
-            self._spool_file = None
-        if self._replay_file is not None:
-            with contextlib.suppress(OSError):
-                self._replay_file.close()
-            self._replay_file = None
+        self._spool.close()
 
     def _try_replay(self) -> None:
         """Replay spool files in order, one acked batch at a time; stop at the first failure (resume there)."""
-        while self._pending_spools:
-            if not self._ensure_session():
-                return
-            path = self._pending_spools[0]
-            if self._replay_file is None or self._replay_path != path:
-                try:
-                    self._replay_file = open(path, "rb")  # noqa: SIM115 - position kept between attempts
-                except FileNotFoundError:
-                    self._pending_spools.pop(0)
-                    continue
-                self._replay_path = path
-            f = self._replay_file
-            while True:
-                pos = f.tell()
-                header = f.read(frames.HEADER.size)
-                body = f.read(frames.HEADER.unpack(header)[0]) if len(header) == frames.HEADER.size else b""
-                if not body:
-                    break
-                seq, nrecs = _seq_and_count(body)
-                outcome = self._send_body(body, seq, nrecs)
-                if outcome == "failed":
-                    f.seek(pos)
-                    return
-                if outcome == "ok":
-                    self._stats["replayed"] += nrecs
-            # the file is fully replayed; ours may still be open for appending: close it so new spooling starts
-            # a fresh file
-            if path == self._spool_path and self._spool_file is not None:
-                self._spool_file.close()
-                self._spool_file = None
-            f.close()
-            self._replay_file = None
-            self._replay_path = None
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            self._pending_spools.pop(0)
-
-    def _adopt_orphan_spools(self) -> None:
-        """Claim spool files of dead processes (by renaming them to our pid) so they are replayed, oldest first."""
-        try:
-            candidates = sorted(self.spool_dir.glob("*.spool"), key=lambda p: p.stat().st_mtime)
-        except OSError:
+        if not self._ensure_session(wait=True):
             return
-        for path in candidates:
-            owner = path.name.split("-", 1)[0]
-            if not owner.isdigit() or int(owner) == self._pid or pid_alive(int(owner)):
-                continue
-            claimed = path.with_name(f"{self._pid}-adopted-{path.name}")
-            try:
-                os.rename(path, claimed)
-            except OSError:
-                continue  # another process adopted it first
-            self._pending_spools.append(claimed)
-            self._stats["adopted_spools"] += 1
+        _, replayed = self._spool.replay(self._send_body)
+        self._stats["replayed"] += replayed
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def drain(self, timeout: float | None = None) -> bool:
@@ -468,7 +519,7 @@ class HubHandler(logging.Handler):
         deadline = time.monotonic() + (self.drain_timeout if timeout is None else timeout)
         while True:
             with self._mutex:
-                idle = not self._buf and not self._carry and not self._inflight and not self._pending_spools
+                idle = not self._buf and not self._carry and not self._inflight and not self._spool.pending
             if idle:
                 return True
             if time.monotonic() >= deadline or self._thread is None or not self._thread.is_alive():
@@ -478,7 +529,9 @@ class HubHandler(logging.Handler):
                 self._idle.wait(0.05)
 
     def flush(self) -> None:
-        self._wake.set()
+        wake = getattr(self, "_wake", None)  # absent only if the constructor failed half-way
+        if wake is not None:
+            wake.set()
 
     def _drain_at_sigterm(self) -> None:
         self.drain()
@@ -489,16 +542,30 @@ class HubHandler(logging.Handler):
             data: dict[str, Any] = dict(self._stats)
             data["buffered"] = len(self._buf) + self._carry_len + self._inflight
         data["connected"] = self._session is not None
-        data["pending_spools"] = len(self._pending_spools)
+        data["pending_spools"] = len(self._spool.pending)
+        with self._connect_lock:
+            data["connect_failures"] = self._connect_failures
+            data["auth_refused"] = self._auth_refused
         data["client_id"] = self._cid
         data["pid"] = self._pid
         return data
 
     def close(self) -> None:
-        """Drain within ``drain_timeout``; whatever is still unsent then goes to the spool file, never lost."""
+        """Drain within ``drain_timeout``; whatever is still unsent then goes to the spool file, never lost.
+
+        Never raises into the application: an error here is counted and said once.
+        """
         if self._pid != os.getpid() or self._closed:
             super().close()
             return
+        try:
+            self._close()
+        except Exception as exc:
+            self._sender_error(exc)
+        _lifecycle.unregister(self)
+        super().close()
+
+    def _close(self) -> None:
         thread = self._thread
         with self._mutex:
             # The sender drains what is buffered now, not what other threads go on logging: under a steady stream
@@ -530,8 +597,6 @@ class HubHandler(logging.Handler):
         if not stopped and leftovers:  # the sender is stuck in a send (bounded by its socket timeout): not its files
             self._warn_once("stuck", f"flocklog HubHandler: sender stuck at close; {len(leftovers)} records lost")
             self._stats["dropped_spool_error"] += len(leftovers)
-        _lifecycle.unregister(self)
-        super().close()
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import struct
 from typing import Any
 
@@ -54,6 +55,8 @@ ORDER = (
 STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 _MAX_EXTRA_DEPTH = 4
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+# ``created`` values a formatter can turn into a date (time.localtime overflows far beyond year 9999).
+_CREATED_MIN, _CREATED_MAX = -1e10, 2.5e11
 
 
 def pack(obj: Any) -> bytes:
@@ -327,6 +330,19 @@ def decode_record(data: Any) -> dict[str, Any]:
             and not hasattr(logging.LogRecord, k)
         }
     return out
+
+
+def repair_record(fields: dict[str, Any], now: float) -> bool:
+    """Replace a ``created`` no formatter can handle (NaN, ±inf, absurdly far) by ``now``; True if it did.
+
+    Such a value is well typed (a float), so the decoder lets it through; unrepaired, ``int(created)`` in
+    :func:`build_record` or ``time.localtime`` in a formatter raises for every handler, on every hub that reads it.
+    """
+    created = fields["created"]
+    if math.isfinite(created) and _CREATED_MIN < created < _CREATED_MAX:
+        return False
+    fields["created"] = now
+    return True
 
 
 def _first_bad_field(out: dict[str, Any]) -> str:

@@ -1,13 +1,21 @@
 """The hub: accepts many clients, checks their frames, and hands rebuilt records to its handlers on ONE writer thread.
 
-Reader threads (one per connection) only decode and validate; the writer thread owns the handlers, de-duplicates
-batches by ``(client id, batch seq)`` and acks each batch after writing it, so a client knows what arrived and
-resends the rest. A hub belongs to the pid that started it: a forked child can never stop the parent's hub.
+One selector thread (:mod:`flocklog.hub._loop`) serves every connection; the writer thread owns the handlers,
+decodes each batch a chunk of records at a time, de-duplicates batches by ``(client id, batch seq)`` against a
+watermark that can survive restarts (:mod:`flocklog.hub._dedup`) and acks each batch after writing it, so a client
+knows what arrived and resends the rest. A hub belongs to the pid that started it: a forked child can never stop
+the parent's hub.
+
+| field                                  | owner thread      | lock              |
+|----------------------------------------|-------------------|-------------------|
+| ``_counters``                          | loop and writer   | ``_counter_lock`` |
+| ``_dedup``, ``_client_stats``, handlers| the writer        | none              |
+| ``_queue``                             | loop -> writer    | ``queue.Queue``   |
+| ``_stopping``, ``_stopped``            | the owner's stop()| an Event / once   |
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import copy
 import logging
@@ -22,6 +30,7 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -29,10 +38,16 @@ from flocklog import _lifecycle
 from flocklog.errors import ConfigError, FrameError, HubError
 from flocklog.hub import frames
 from flocklog.hub._address import Address, parse_address, resolve_secret
+from flocklog.hub._dedup import Watermarks
+from flocklog.hub._loop import Accounting, Conn, Loop
+from flocklog.hub._spool import unsafe_reason, user_tag
 
 log = logging.getLogger("flocklog.hub")
 
 _MAX_TRACKED_CLIENTS = 100_000
+DEFAULT_MAX_MEMORY = 64 * 1024 * 1024
+DEFAULT_MAX_CONNECTIONS = 1024
+_WRITE_CHUNK = 512
 _COUNTERS = (
     "connections_total",
     "batches",
@@ -44,53 +59,21 @@ _COUNTERS = (
     "auth_failed",
     "handler_errors",
     "status_requests",
+    "records_repaired",
+    "records_skipped",
+    "connections_refused",
+    "handshake_timeouts",
+    "idle_closed",
+    "slow_peers_closed",
+    "accept_errors",
+    "read_pauses",
+    "loop_errors",
+    "writer_errors",
 )
-
-
-class _Conn:
-    """One accepted connection: its socket, nonce and the counter of frames the hub sent on it."""
-
-    def __init__(self, sock: socket.socket, peer: str, secret: bytes | None) -> None:
-        self.sock = sock
-        self.peer = peer
-        self.secret = secret
-        self.nonce = os.urandom(16)
-        self.sent = 0
-        self.lock = threading.Lock()
-        self.closed = False
-
-    def reply(self, obj: dict[str, Any], *, wait: bool = False) -> None:
-        """Send a sealed reply; never blocks the writer thread (a client that does not read gets cut off)."""
-        with self.lock:
-            if self.closed:
-                return
-            self.sent += 1
-            data = frames.seal(
-                frames.pack(obj), secret=self.secret, nonce=self.nonce, direction=frames.TO_CLIENT, counter=self.sent
-            )
-            try:
-                self.sock.sendall(data, 0 if wait else socket.MSG_DONTWAIT)
-            except OSError:
-                self._shutdown()
-
-    def _shutdown(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        with self.lock:
-            if not self.closed:
-                self.closed = True
-                self.sock.close()
 
 
 class _Reopen:
     pass
-
-
-class _Close:
-    def __init__(self, conn: _Conn) -> None:
-        self.conn = conn
 
 
 _STOP = object()
@@ -146,7 +129,15 @@ def reopen_handler(handler: logging.Handler) -> None:
 
 
 class Hub:
-    """A running hub; create it with :func:`start_hub` (or ``flocklog serve``)."""
+    """A running hub; create it with :func:`start_hub` (or ``flocklog serve``).
+
+    ``max_memory`` bounds the bytes held for the writer (frames received and not yet written, partial frames,
+    unsent replies): past it the hub stops reading from its connections until the writer catches up.
+    ``max_connections`` caps open connections (the rest are refused and counted); a connection that sends no
+    valid frame within ``handshake_timeout`` or nothing for ``idle_timeout`` is closed. ``state_path`` keeps the
+    de-duplication watermark on disk, so a batch written just before a crash is not written again after the
+    restart (see :mod:`flocklog.hub._dedup`).
+    """
 
     def __init__(
         self,
@@ -156,11 +147,21 @@ class Hub:
         secret: str | bytes | None = None,
         max_frame: int = frames.DEFAULT_MAX_FRAME,
         queue_size: int = 1024,
+        max_memory: int = DEFAULT_MAX_MEMORY,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        idle_timeout: float = 300.0,
+        handshake_timeout: float = 10.0,
+        state_path: str | os.PathLike[str] | None = None,
     ) -> None:
+        if max_memory < 2 * max_frame:
+            raise ConfigError(f"max_memory ({max_memory}) must be at least twice max_frame ({max_frame})")
+        if max_connections < 1:
+            raise ConfigError("max_connections must be >= 1")
         self.handlers = list(handlers)
         _default_formatter(self.handlers)
         self.secret = resolve_secret(secret)
         self.max_frame = max_frame
+        self.max_memory = max_memory
         self.pid = os.getpid()
         self._private_dir: str | None = None
         parsed = [parse_address(a) for a in addresses or []]
@@ -176,32 +177,38 @@ class Hub:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._counters = dict.fromkeys(_COUNTERS, 0)
         self._counter_lock = threading.Lock()
-        self._last_seq: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._dedup = Watermarks(os.fspath(state_path) if state_path is not None else None, _MAX_TRACKED_CLIENTS)
         self._client_stats: dict[str, tuple[int, int]] = {}
-        self._conns: set[_Conn] = set()
-        self._conn_threads: set[threading.Thread] = set()
-        self._conns_lock = threading.Lock()
         self._stopping = threading.Event()
         self._stopped = False
         self._started = time.time()
         self._listeners: list[tuple[Address, socket.socket]] = []
-        self._threads: list[threading.Thread] = []
         try:
             for addr in parsed:
                 self._listeners.append(self._listen(addr))
         except BaseException:
             self._close_listeners()
+            self._dedup.close()
             raise
         self.addresses = [str(addr) for addr, _ in self._listeners]
         self.address = self.addresses[0]
+        self._loop = Loop(
+            [sock for _, sock in self._listeners],
+            secret=self.secret,
+            max_frame=max_frame,
+            max_memory=max_memory,
+            max_connections=max_connections,
+            idle_timeout=idle_timeout,
+            handshake_timeout=handshake_timeout,
+            count=self._count,
+            status=self.status,
+            submit=self._submit,
+            accounting=Accounting(),
+        )
         self._writer = threading.Thread(target=self._write_loop, name="flocklog-hub-writer", daemon=True)
         self._writer.start()
-        for addr, sock in self._listeners:
-            t = threading.Thread(
-                target=self._accept_loop, args=(sock,), name=f"flocklog-hub-accept {addr}", daemon=True
-            )
-            t.start()
-            self._threads.append(t)
+        self._io = threading.Thread(target=self._loop.run, name="flocklog-hub-io", daemon=True)
+        self._io.start()
         _lifecycle.register(
             self,
             stage=_lifecycle.Stage.HUBS,
@@ -214,8 +221,11 @@ class Hub:
     def _listen(self, addr: Address) -> tuple[Address, socket.socket]:
         """Bind and listen; a TCP port 0 comes back as the real port."""
         if addr.kind == "unix":
+            unix_family = getattr(socket, "AF_UNIX", None)
+            if unix_family is None:
+                raise HubError(f"cannot listen on {addr}: no Unix sockets on this platform; use tcp://127.0.0.1:PORT")
             self._clear_stale_socket(addr)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock = socket.socket(unix_family, socket.SOCK_STREAM)
             try:
                 sock.bind(addr.path)
                 os.chmod(addr.path, 0o600)
@@ -225,7 +235,8 @@ class Hub:
         else:
             family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if os.name != "nt":  # on Windows SO_REUSEADDR lets another process steal a bound port
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((addr.host, addr.port))
             except OSError as exc:
@@ -233,8 +244,7 @@ class Hub:
                 raise HubError(f"cannot listen on {addr}: {exc}") from exc
             if addr.port == 0:
                 addr = Address("tcp", host=addr.host, port=sock.getsockname()[1])
-        sock.listen(128)
-        sock.settimeout(0.2)
+        sock.listen(512)
         return addr, sock
 
     def _clear_stale_socket(self, addr: Address) -> None:
@@ -263,92 +273,48 @@ class Hub:
                 with contextlib.suppress(OSError):
                     os.unlink(addr.path)
 
-    def _accept_loop(self, listener: socket.socket) -> None:
-        while not self._stopping.is_set():
-            try:
-                sock, peer = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                if self._stopping.is_set():
-                    return
-                time.sleep(0.05)  # EMFILE and friends: back off instead of spinning
-                continue
-            sock.settimeout(None)
-            if sock.family != socket.AF_UNIX:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = _Conn(sock, str(peer), self.secret)
-            t = threading.Thread(target=self._serve_conn, args=(conn,), name="flocklog-hub-conn", daemon=True)
-            with self._conns_lock:
-                if self._stopping.is_set():
-                    conn.close()
-                    return
-                self._conns.add(conn)
-                self._conn_threads.add(t)
-            self._count("connections_total")
-            t.start()
-
-    # -- reading ---------------------------------------------------------------------------------------------
     def _count(self, name: str, n: int = 1) -> None:
         with self._counter_lock:
             self._counters[name] += n
 
-    def _serve_conn(self, conn: _Conn) -> None:
-        received = 0
-        try:
-            hello = {
-                "t": "hello",
-                "v": frames.PROTOCOL_VERSION,
-                "nonce": conn.nonce,
-                "auth": self.secret is not None,
-                "max": self.max_frame,
-            }
-            # the hello is never sealed (it carries the nonce the tags are bound to) and not counted
-            conn.sock.sendall(frames.seal(frames.pack(hello), secret=None, nonce=b"", direction=b"", counter=0))
-            while True:
-                try:
-                    header = frames.read_exact(conn.sock, frames.HEADER.size)
-                except ConnectionError:
-                    return
-                (length,) = frames.HEADER.unpack(header)
-                if length == 0 or length > self.max_frame:
-                    self._count("oversized" if length else "malformed")
-                    log.warning(
-                        "flocklog hub: closing %s: frame length %d outside 1..%d", conn.peer, length, self.max_frame
-                    )
-                    return
-                payload = frames.read_exact(conn.sock, length)
-                received += 1
-                try:
-                    obj = frames.open_payload(
-                        payload, secret=self.secret, nonce=conn.nonce, direction=frames.TO_HUB, counter=received
-                    )
-                except FrameError as exc:
-                    self._count("auth_failed" if "authentication" in str(exc) else "malformed")
-                    kind = "auth" if "authentication" in str(exc) else "malformed"
-                    conn.reply({"t": "error", "kind": kind, "reason": str(exc)})
-                    return
-                if not self._handle_frame(conn, obj):
-                    return
-        except (OSError, ConnectionError):
-            return
-        finally:
-            with self._conns_lock:
-                self._conn_threads.discard(threading.current_thread())
-            self._queue.put(_Close(conn))
+    def _submit(self, conn: Conn, frame: Any, cost: int) -> None:
+        """From the loop thread: a batch frame for the writer (its bytes are already in the memory account)."""
+        self._queue.put((conn, frame, cost))
 
-    def _handle_frame(self, conn: _Conn, obj: dict[str, Any]) -> bool:
-        kind = obj["t"]
-        if kind == "status":
-            self._count("status_requests")
-            conn.reply({"t": "status", "data": self.status()}, wait=True)
-            return True
-        if kind != "b":
-            self._count("malformed")
-            conn.reply({"t": "error", "kind": "malformed", "reason": f"unknown frame type {kind!r}"})
-            return False
-        cid, seq, recs, stats = obj.get("cid"), obj.get("seq"), obj.get("recs"), obj.get("st", [0, 0])
+    # -- writing (the only thread that touches the handlers) -------------------------------------------------
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            try:
+                if isinstance(item, _Reopen):
+                    self._reopen_handlers()
+                else:
+                    conn, frame, cost = item
+                    try:
+                        self._write_batch(conn, frame)
+                    finally:
+                        self._loop.accounting.release(cost)
+                        self._loop.wake()
+            except Exception:  # the writer never dies: one bad batch is counted, the next one is written
+                self._count("writer_errors")
+                log.exception("flocklog hub: error while writing a batch (the hub goes on)")
+
+    def _reopen_handlers(self) -> None:
+        for handler in self.handlers:
+            try:
+                reopen_handler(handler)
+            except Exception:
+                self._count("handler_errors")
+                log.exception("flocklog hub: cannot reopen %r", handler)
+
+    def _write_batch(self, conn: Conn, frame: Any) -> None:
         try:
+            obj = frame if isinstance(frame, dict) else frames.unpack(frame)
+            if not isinstance(obj, dict) or obj.get("t") != "b":
+                raise FrameError("frame body is not a batch map")
+            cid, seq, recs, stats = obj.get("cid"), obj.get("seq"), obj.get("recs"), obj.get("st", [0, 0])
             if not isinstance(cid, str) or not 0 < len(cid) <= 64:
                 raise FrameError("batch 'cid' must be a short string")
             if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
@@ -357,78 +323,114 @@ class Hub:
                 raise FrameError("batch 'recs' must be a list")
             if not (isinstance(stats, list) and len(stats) == 2 and all(type(v) is int for v in stats)):
                 raise FrameError("batch 'st' must be [spooled, dropped]")
-            records = [frames.decode_record(r) for r in recs]
         except FrameError as exc:
             self._count("malformed")
-            conn.reply({"t": "error", "kind": "malformed", "reason": str(exc)})
-            return False
+            self._loop.post(conn, {"t": "error", "kind": "malformed", "reason": str(exc)}, close=True)
+            return
+        del frame, obj
         self._count("batches")
-        self._count("records_received", len(records))
-        self._queue.put((conn, cid, seq, records, (stats[0], stats[1])))
-        return True
+        self._count("records_received", len(recs))
+        if seq <= self._dedup.last(cid):
+            self._count("duplicate_batches")
+            bad, first_error = self._check_records(recs)  # a resend is checked as strictly as the first send
+        else:
+            bad, first_error = self._write_records(recs)
+            self._dedup.record(cid, seq)  # after the write, before the ack: a resend after a crash is skipped
+        self._client_stats[cid] = (stats[0], stats[1])
+        if len(self._client_stats) > _MAX_TRACKED_CLIENTS:
+            self._client_stats.pop(next(iter(self._client_stats)))
+        if bad:
+            self._count("malformed")
+            reason = f"{bad} of {len(recs)} records malformed and skipped: {first_error}"
+            self._loop.post(conn, {"t": "error", "kind": "malformed", "reason": reason}, close=True)
+        else:
+            self._loop.post(conn, {"t": "ack", "seq": seq})
 
-    # -- writing (the only thread that touches the handlers) -------------------------------------------------
-    def _write_loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            if isinstance(item, _Close):
-                with self._conns_lock:
-                    self._conns.discard(item.conn)
-                item.conn.close()
-                continue
-            if isinstance(item, _Reopen):
-                for handler in self.handlers:
-                    try:
-                        reopen_handler(handler)
-                    except Exception:
-                        self._count("handler_errors")
-                        log.exception("flocklog hub: cannot reopen %r", handler)
-                continue
-            conn, cid, seq, records, stats = item
-            last = self._last_seq.get(cid, -1)
-            if seq > last:
-                written = 0
-                for fields in records:
-                    record = frames.build_record(fields)
-                    for handler in self.handlers:
-                        if record.levelno < handler.level:
-                            continue
-                        try:
-                            handler.handle(record)
-                        except Exception:  # a filter that raises; emit() errors go to handleError already
-                            self._count("handler_errors")
-                    written += 1
-                self._last_seq[cid] = seq
-                self._last_seq.move_to_end(cid)
-                if len(self._last_seq) > _MAX_TRACKED_CLIENTS:
-                    self._last_seq.popitem(last=False)
-                self._client_stats[cid] = stats
-                if len(self._client_stats) > _MAX_TRACKED_CLIENTS:
-                    self._client_stats.pop(next(iter(self._client_stats)))
-                self._count("records_written", written)
-            else:
-                self._count("duplicate_batches")
-            conn.reply({"t": "ack", "seq": seq})
+    @staticmethod
+    def _check_records(recs: list[Any]) -> tuple[int, str]:
+        bad, first_error = 0, ""
+        for raw in recs:
+            try:
+                frames.decode_record(raw)
+            except FrameError as exc:
+                bad += 1
+                first_error = first_error or str(exc)
+        return bad, first_error
+
+    def _write_records(self, recs: list[Any]) -> tuple[int, str]:
+        """Decode, repair and write records a chunk at a time; returns how many were malformed (skipped)."""
+        bad, first_error, repaired, skipped, written = 0, "", 0, 0, 0
+        now = time.time()
+        for start in range(0, len(recs), _WRITE_CHUNK):
+            chunk: list[logging.LogRecord] = []
+            for raw in recs[start : start + _WRITE_CHUNK]:
+                try:
+                    fields = frames.decode_record(raw)
+                except FrameError as exc:
+                    bad += 1
+                    first_error = first_error or str(exc)
+                    continue
+                try:
+                    if frames.repair_record(fields, now):
+                        repaired += 1
+                    chunk.append(frames.build_record(fields))
+                except Exception:  # a record no repair could save: skipped and counted, never the whole hub
+                    skipped += 1
+            self._emit(chunk)
+            written += len(chunk)
+        with self._counter_lock:
+            counters = self._counters
+            counters["records_written"] += written
+            counters["records_repaired"] += repaired
+            counters["records_skipped"] += skipped + bad
+        if repaired:
+            log.warning(
+                "flocklog hub: repaired %d records with an unusable 'created' time (receipt time used)", repaired
+            )
+        return bad, first_error
+
+    def _emit(self, records: list[logging.LogRecord]) -> None:
+        """Hand records to every handler: flocklog's file handlers take a whole chunk in one write."""
+        if not records:
+            return
+        for handler in self.handlers:
+            level = handler.level
+            batch_emit = getattr(handler, "emit_batch", None)
+            if callable(batch_emit):
+                try:
+                    selected = [r for r in records if r.levelno >= level and handler.filter(r)]
+                    batch_emit(selected)
+                    continue
+                except Exception:  # a filter that raises: fall back to one record at a time, counted there
+                    pass
+            for record in records:
+                if record.levelno < level:
+                    continue
+                try:
+                    handler.handle(record)
+                except Exception:  # a filter that raises; emit() errors go to handleError already
+                    self._count("handler_errors")
 
     # -- public ----------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """Counters for ``flocklog status``: plain JSON-safe data."""
         with self._counter_lock:
             data: dict[str, Any] = dict(self._counters)
-        with self._conns_lock:
-            data["clients"] = len(self._conns)
         stats = list(self._client_stats.values())
         data.update(
+            clients=self._loop.clients(),
             pid=self.pid,
             address=self.address,
             addresses=list(self.addresses),
             uptime_s=round(time.time() - self._started, 3),
             queue_depth=self._queue.qsize(),
+            memory_in_use=self._loop.memory(),
+            memory_limit=self.max_memory,
+            max_connections=self._loop.max_connections,
             clients_spooled=sum(s[0] for s in stats),
             clients_dropped=sum(s[1] for s in stats),
             authenticated=self.secret is not None,
+            durable_dedup=self._dedup.path is not None,
             running=not self._stopping.is_set(),
         )
         return data
@@ -439,9 +441,10 @@ class Hub:
             self._queue.put(_Reopen())
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop accepting, write and ack everything already received, flush the handlers (they stay open).
+        """Stop accepting and reading, write and ack everything already received, flush the handlers.
 
-        From any pid but the owner's this only warns: a forked child must never stop its parent's hub.
+        The handlers stay open. From any pid but the owner's this only warns: a forked child must never stop its
+        parent's hub.
         """
         if os.getpid() != self.pid:
             warnings.warn(
@@ -455,29 +458,19 @@ class Hub:
         self._stopped = True
         deadline = time.monotonic() + timeout
         self._stopping.set()
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        self._close_listeners()
-        with self._conns_lock:
-            conns = list(self._conns)
-            readers = list(self._conn_threads)
-        for conn in conns:  # readers see EOF; what they already queued is still written and acked
-            with contextlib.suppress(OSError):
-                conn.sock.shutdown(socket.SHUT_RD)
-        for t in readers:
-            t.join(max(0.0, deadline - time.monotonic()))
+        self._loop.stop_reading()
         try:
             self._queue.put(_STOP, timeout=max(0.01, deadline - time.monotonic()))
         except queue.Full:
             log.warning("flocklog hub: stop timed out with %d batches unwritten", self._queue.qsize())
         self._writer.join(max(0.0, deadline - time.monotonic()))
+        self._loop.finish()  # after the writer: its last acks are sent before the connections close
+        self._io.join(max(0.5, deadline - time.monotonic()))
+        self._close_listeners()
         for handler in self.handlers:
             with contextlib.suppress(Exception):
                 handler.flush()
-        with self._conns_lock:
-            for conn in self._conns:
-                conn.close()
-            self._conns.clear()
+        self._dedup.close()
         if self._private_dir is not None:
             shutil.rmtree(self._private_dir, ignore_errors=True)
 
@@ -488,14 +481,7 @@ class Hub:
 
     def _forget_after_fork(self) -> None:
         """In a forked child: drop the inherited descriptors; the parent's hub keeps running untouched."""
-        for _, sock in self._listeners:
-            with contextlib.suppress(OSError):
-                sock.close()
-        for conn in list(self._conns):
-            with contextlib.suppress(OSError):
-                conn.sock.close()
-        self._conns = set()
-        self._conns_lock = threading.Lock()
+        self._loop.forget_after_fork()
         self._counter_lock = threading.Lock()
 
     def __enter__(self) -> Hub:
@@ -510,6 +496,22 @@ class Hub:
         return f"<Hub {self.address} pid={self.pid}>"
 
 
+def default_state_path(addresses: Sequence[str]) -> str:
+    """Where ``flocklog serve`` keeps its de-duplication watermark: beside its Unix socket, else a private dir."""
+    parsed = [parse_address(a) for a in addresses]
+    for addr in parsed:
+        if addr.kind == "unix":
+            return f"{addr.path}.dedup"
+    directory = os.path.join(tempfile.gettempdir(), f"flocklog-hub-{user_tag()}")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(directory, 0o700)
+    reason = unsafe_reason(Path(directory))
+    if reason is not None:
+        raise ConfigError(f"refusing {directory} for the hub's state: {reason}; pass --state PATH")
+    tcp = parsed[0]
+    return os.path.join(directory, f"{tcp.host.replace(':', '_')}-{tcp.port}.dedup")
+
+
 def start_hub(
     handlers: Sequence[logging.Handler] | None = None,
     *,
@@ -517,13 +519,28 @@ def start_hub(
     secret: str | None = None,
     config: dict[str, Any] | None = None,
     max_frame: int = frames.DEFAULT_MAX_FRAME,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    idle_timeout: float = 300.0,
+    handshake_timeout: float = 10.0,
+    state_path: str | os.PathLike[str] | None = None,
 ) -> Hub:
     """Start a hub in this process (background threads) writing through ``handlers`` (or ``config``'s root ones).
 
     ``address`` None listens on a Unix socket in a fresh private directory; read it back from ``hub.address``
-    and hand it to clients (``FLOCKLOG_HUB_ADDRESS``).
+    and hand it to clients (``FLOCKLOG_HUB_ADDRESS``). The other options are :class:`Hub`'s.
     """
     if handlers is None and config is None:
         raise ConfigError("start_hub needs handlers=[...] or config={...} (a logging dictConfig dict)")
     chosen = list(handlers or []) + (handlers_from_config(config) if config is not None else [])
-    return Hub(chosen, addresses=[address] if address else None, secret=secret, max_frame=max_frame)
+    return Hub(
+        chosen,
+        addresses=[address] if address else None,
+        secret=secret,
+        max_frame=max_frame,
+        max_memory=max_memory,
+        max_connections=max_connections,
+        idle_timeout=idle_timeout,
+        handshake_timeout=handshake_timeout,
+        state_path=state_path,
+    )
