@@ -122,8 +122,11 @@ def build_file_handler(settings: FileSettings) -> logging.Handler:
     return TimedRotatingFileHandler(**kwargs)
 
 
-def build_hub_handler(address: str | None) -> logging.Handler:
-    """A hub client to ``address`` (None: ``$FLOCKLOG_HUB_ADDRESS`` when it is built)."""
+def build_hub_handler(address: str | None, *, handle_sigterm: bool = True) -> logging.Handler:
+    """A hub client to ``address`` (None: ``$FLOCKLOG_HUB_ADDRESS`` when it is built).
+
+    ``handle_sigterm=False`` where the server owns the worker's signals (uWSGI): the client then drains at exit.
+    """
     from flocklog.hub.client import HubHandler
 
-    return HubHandler(hub_address(address) if address is not None else None)
+    return HubHandler(hub_address(address) if address is not None else None, handle_sigterm=handle_sigterm)

@@ -201,8 +201,8 @@ def stop_owned_hub(hub: Any, timeout: float = 10.0) -> None:
                 directory.rmdir()
 
 
-def hub_handler(address: str | None, settings: LogSettings | None) -> logging.Handler:
-    handler = build_hub_handler(address)
+def hub_handler(address: str | None, settings: LogSettings | None, *, handle_sigterm: bool = True) -> logging.Handler:
+    handler = build_hub_handler(address, handle_sigterm=handle_sigterm)
     # Clients format (the hub writes their text as is), so the format lives here, never on the hub's handler.
     handler.setFormatter(settings.formatter() if settings is not None else make_formatter(PID_TID_FORMAT, "{"))
     return handler
