@@ -57,8 +57,7 @@ class Deployment:
         ini = ini.replace("processes = 4", f"processes = {processes}")
         if lazy:
             ini += "lazy-apps = true\n"
-        # pyuwsgi's binary reload re-executes the base interpreter, outside the virtualenv, unless told otherwise.
-        ini += f"binary-path = {UWSGI}\n"
+        ini += f"virtualenv = {sys.prefix}\n"  # the compiled uwsgi embeds the base interpreter
         (self.project / "test.ini").write_text(ini)
         server = self.start_server(
             [UWSGI, "--ini", "test.ini"], cwd=self.project, env=self.env, log=self.tmp_path / "uwsgi.out"
@@ -67,7 +66,7 @@ class Deployment:
         apps = processes if lazy else 1
 
         def booted() -> bool:
-            out = server.output()
+            out = server.log.read_text("utf-8", errors="replace")
             return out.count("spawned uWSGI worker") >= processes and out.count("WSGI app 0 (mountpoint='')") >= apps
 
         wait_until(booted, 120, f"uWSGI to boot {processes} workers", server.output)
@@ -149,8 +148,12 @@ def test_a_master_reload_loses_and_doubles_no_record(
     server = deployment.start(lazy=False, threads=True)
     hammer(deployment.url(), run_id, 300)
     os.kill(server.proc.pid, signal.SIGHUP)
-    wait_until(lambda: server.output().count("WSGI app 0 (mountpoint='')") >= 2, 120, "the reload", server.output)
-    wait_until(lambda: server.output().count("spawned uWSGI worker") >= 8, 120, "the new workers", server.output)
+
+    def seen(text: str) -> int:
+        return server.log.read_text("utf-8", errors="replace").count(text)
+
+    wait_until(lambda: seen("WSGI app 0 (mountpoint='')") >= 2, 120, "the reload", server.output)
+    wait_until(lambda: seen("spawned uWSGI worker") >= 8, 120, "the new workers", server.output)
     second = f"{run_id}b"
     hammer(deployment.url(), second, 300)
     deployment.stop(server)
