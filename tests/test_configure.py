@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import subprocess
 import sys
 import threading
@@ -231,3 +232,107 @@ def test_a_bad_call_is_a_config_error_and_installs_nothing(
         flocklog.configure(*args, **kwargs)  # type: ignore[arg-type]  # deliberately wrong values
     assert root_logger.handlers == before
     assert list(tmp_path.iterdir()) == [], "nothing is created before every argument has been checked"
+
+
+def test_the_documented_tcp_colon_form_reaches_a_hub_on_that_host_and_port(
+    tmp_path: Path, root_logger: logging.Logger, run_id: str
+) -> None:
+    from flocklog.hub import start_hub
+
+    log_file = tmp_path / "hub.log"
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    hub = start_hub([flocklog.RotatingFileHandler(str(log_file))], address=f"tcp://127.0.0.1:{port}")
+    try:
+        handler = flocklog.configure(hub=f"tcp:127.0.0.1:{port}")
+        # Before: parsed as host "tcp:127.0.0.1", so the client spooled forever towards a name that never resolves.
+        assert str(handler.address) == f"tcp://127.0.0.1:{port}"  # type: ignore[attr-defined]
+        logging.getLogger("job").warning("over tcp %s", run_id)
+        handler.close()
+        root_logger.removeHandler(handler)
+    finally:
+        hub.stop(30)
+    assert f"over tcp {run_id}" in log_file.read_text()
+
+
+def test_a_hub_address_that_cannot_be_parsed_is_a_config_error_at_configure(root_logger: logging.Logger) -> None:
+    with pytest.raises(ConfigError, match="cannot parse hub address"):
+        flocklog.configure(hub="tcp:nohost")
+
+
+ALL_OPTIONS: dict[str, object] = {
+    "when": None,
+    "interval": 1,
+    "utc": False,
+    "backup_count": 5,
+    "max_bytes": 4096,
+    "compress": True,
+    "max_age": 3600,
+    "encoding": "utf-8",
+}
+
+
+def test_every_entry_point_parses_the_same_file_options_into_one_file_settings(tmp_path: Path) -> None:
+    """configure(), Celery setup(), gunicorn hooks(), uWSGI, Django and the uvicorn wrapper share one parser."""
+    from celery import Celery
+
+    from flocklog._filesettings import FileSettings
+    from flocklog.contrib.celery import setup
+    from flocklog.contrib.django.conf import logging_settings, read_settings
+    from flocklog.contrib.gunicorn import hooks
+
+    log_file = tmp_path / "app.log"
+    expected = FileSettings.parse(log_file, **ALL_OPTIONS)  # type: ignore[arg-type]
+    assert expected.handler_class == "flocklog.RotatingFileHandler"
+    assert hooks(log_file=log_file, **ALL_OPTIONS).settings.files == expected  # type: ignore[arg-type]
+    state = setup(Celery("t"), mode="files", log_file=log_file, **ALL_OPTIONS)  # type: ignore[arg-type]
+    assert state.settings.files == expected
+    django = read_settings({"LOG_FILE": log_file, **{k.upper(): v for k, v in ALL_OPTIONS.items()}})
+    assert django.settings.files == expected
+    handler = logging_settings(log_file=log_file, **ALL_OPTIONS)["handlers"]["flocklog"]  # type: ignore[arg-type]
+    assert handler["class"] == "flocklog.RotatingFileHandler"
+    assert handler["max_age"] == 3600 and handler["maxBytes"] == 4096 and handler["compress"] is True
+    built = flocklog.configure(log_file, **ALL_OPTIONS)  # type: ignore[arg-type]
+    try:
+        assert isinstance(built, flocklog.RotatingFileHandler)
+        assert (built.maxBytes, built.backupCount, built.max_age) == (4096, 5, 3600)
+    finally:
+        logging.getLogger().removeHandler(built)
+        built.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"when": "fortnightly"}, "not a rotation interval"),
+        ({"when": None}, "rotates by size only"),
+        ({"interval": 0}, "interval must be a whole number >= 1"),
+        ({"backup_count": -1}, "backup_count must be a whole number >= 0"),
+        ({"max_bytes": "lots"}, "max_bytes must be a whole number"),
+        ({"max_age": 0}, "max_age must be a number of seconds > 0"),
+        ({"compress": "maybe"}, "compress must be True or False"),
+        ({"encoding": "klingon"}, "not a codec"),
+        ({"rotate": True}, "unknown file option"),
+    ],
+)
+def test_one_config_error_per_bad_file_option_from_every_entry_point(
+    options: dict[str, object], message: str, tmp_path: Path
+) -> None:
+    from celery import Celery
+
+    from flocklog._filesettings import FileSettings
+    from flocklog.contrib.celery import setup
+    from flocklog.contrib.django.conf import read_settings
+
+    log_file = tmp_path / "app.log"
+    with pytest.raises(ConfigError, match=message):
+        FileSettings.parse(log_file, **options)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=message):
+        setup(Celery("t"), mode="files", log_file=log_file, **options)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="unknown FLOCKLOG keys" if "rotate" in options else message):
+        read_settings({"LOG_FILE": log_file, **{k.upper(): v for k, v in options.items()}})
+    if "rotate" not in options:
+        with pytest.raises(ConfigError, match=message):
+            flocklog.configure(log_file, **options)  # type: ignore[arg-type]

@@ -10,7 +10,8 @@ accesslog = None  # access lines would bypass the hub; the app logs every reques
 
 _flocklog = hooks(
     log_file=os.environ.get("LOG_FILE", "logs/app.log"),
-    when=os.environ.get("LOG_WHEN", "midnight"),
+    when=os.environ.get("LOG_WHEN", "midnight"),  # "none": rotate by size only (set LOG_MAX_BYTES)
+    max_bytes=int(os.environ.get("LOG_MAX_BYTES", "0")),
     backup_count=int(os.environ.get("LOG_BACKUPS", "7")),
 )
 on_starting = _flocklog.on_starting

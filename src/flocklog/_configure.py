@@ -1,33 +1,37 @@
 """``flocklog.configure()``: one call that points a plain script's root logger at a safe file set or a hub.
 
-For what has no framework hook: cron jobs, management scripts, a worker pool of your own. The frameworks have
-their integrations in :mod:`flocklog.contrib`; this is the same machinery without the framework.
+For what has no framework hook: cron jobs, management scripts, a worker pool of your own. It also owns the two
+builders every integration in :mod:`flocklog.contrib` shares (a file handler from :class:`FileSettings`, a hub
+client from an address), so this module sits above ``files/`` and ``hub/`` and below ``contrib/``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any, Literal
 
-from flocklog.contrib import HUB_ADDRESS_ENV, PID_TID_FORMAT, hub_handler, install_root_handler, level_number
+from flocklog._filesettings import DEFAULTS, FILE_OPTIONS, FileSettings
+from flocklog._roothandler import PID_TID_FORMAT, install_root_handler, is_flocklog_handler, level_number
 from flocklog.errors import ConfigError
 
-__all__ = ["configure"]
+__all__ = ["build_file_handler", "build_hub_handler", "configure", "hub_address", "make_formatter"]
+
+HUB_ADDRESS_ENV = "FLOCKLOG_HUB_ADDRESS"
 
 
 def configure(
     log_file: str | os.PathLike[str] | None = None,
     *,
     hub: str | None = None,
-    when: str | None = "midnight",
-    interval: int = 1,
-    backup_count: int = 7,
-    max_bytes: int = 0,
-    utc: bool = False,
-    compress: bool = False,
-    max_age: float | None = None,
+    when: str | None = DEFAULTS["when"],
+    interval: int = DEFAULTS["interval"],
+    backup_count: int = DEFAULTS["backup_count"],
+    max_bytes: int = DEFAULTS["max_bytes"],
+    utc: bool = DEFAULTS["utc"],
+    compress: bool = DEFAULTS["compress"],
+    max_age: float | None = DEFAULTS["max_age"],
+    encoding: str = DEFAULTS["encoding"],
     level: str | int = "INFO",
     format: str = PID_TID_FORMAT,
     style: Literal["%", "{", "$"] = "{",
@@ -38,9 +42,9 @@ def configure(
       set), or with ``when=None`` a size-only :class:`flocklog.RotatingFileHandler`. Processes that never met
       each other (a cron job next to gunicorn workers) can share the set: the lock file, not a parent, is what
       they agree through. A relative path is resolved now, against the working directory (cron's is ``$HOME``).
-    - ``hub``: a :class:`flocklog.HubHandler` to ``unix:/path`` or ``tcp:host:port``. A hub that does not answer
-      is not an error here: records are spooled locally and replayed once it answers. The file options belong
-      to the hub then, and passing one is an error rather than something silently ignored.
+    - ``hub``: a :class:`flocklog.HubHandler` to ``unix:/path``, ``tcp:host:port`` or ``tcp://host:port``. A hub
+      that does not answer is not an error here: records are spooled locally and replayed once it answers. The
+      file options belong to the hub then, and passing one is an error rather than something silently ignored.
     - neither: ``$FLOCKLOG_HUB_ADDRESS`` if set (a process started by a server that runs a hub), else an error.
 
     ``level`` is set on the root logger, as ``logging.basicConfig(level=...)`` does. Calling again replaces
@@ -52,38 +56,53 @@ def configure(
     if log_file is not None and hub is not None:
         raise ConfigError("pass log_file (this process writes the files) or hub (the hub writes them), not both")
     level_number(level)  # everything is checked before a file, a socket or a thread exists
-    formatter = _formatter(format, style)
+    formatter = make_formatter(format, style)
+    given: dict[str, Any] = {
+        "when": when,
+        "interval": interval,
+        "backup_count": backup_count,
+        "max_bytes": max_bytes,
+        "utc": utc,
+        "compress": compress,
+        "max_age": max_age,
+        "encoding": encoding,
+    }
+    handler: logging.Handler
     if log_file is None:
-        address = hub if hub is not None else os.environ.get(HUB_ADDRESS_ENV)
-        if not address:
+        text = hub if hub is not None else os.environ.get(HUB_ADDRESS_ENV)
+        if not text:
             raise ConfigError(
                 f"nothing to log to: pass log_file='/var/log/app/app.log' or hub='unix:/path', or set {HUB_ADDRESS_ENV}"
             )
-        given: dict[str, Any] = {
-            "when": when,
-            "interval": interval,
-            "backup_count": backup_count,
-            "max_bytes": max_bytes,
-            "utc": utc,
-            "compress": compress,
-            "max_age": max_age,
-        }
-        defaults = configure.__kwdefaults__ or {}  # the signature's own defaults, so the two can never disagree
-        misplaced = sorted(name for name, value in given.items() if value != defaults[name])
+        misplaced = sorted(name for name in FILE_OPTIONS if given[name] != DEFAULTS[name])
         if misplaced:
             raise ConfigError(
                 f"{', '.join(misplaced)} configure log files, and with a hub its own handlers write them: "
                 "set them where the hub runs (flocklog serve --config, or the integration that starts it)"
             )
-        handler = hub_handler(address, None)
+        handler = build_hub_handler(hub_address(text))
     else:
-        handler = _file_handler(log_file, when, interval, backup_count, max_bytes, utc, compress, max_age)
+        handler = build_file_handler(FileSettings.parse(log_file, **given))
     handler.setFormatter(formatter)
-    install_root_handler(handler, level, also=_is_flocklog_handler)
+    install_root_handler(handler, level, also=is_flocklog_handler)
     return handler
 
 
-def _formatter(format: str, style: Literal["%", "{", "$"]) -> logging.Formatter:
+def hub_address(text: str) -> str:
+    """A hub address in the hub's canonical form; ``tcp:host:port`` (the form our docs used) means ``tcp://``.
+
+    Checked now, so a typo is a ConfigError at start-up instead of a client that spools forever towards a host
+    named ``tcp:127.0.0.1``.
+    """
+    from flocklog.hub._address import parse_address
+
+    raw = text.strip()
+    if raw.startswith("tcp:") and not raw.startswith("tcp://"):
+        raw = "tcp://" + raw[len("tcp:") :]
+    return str(parse_address(raw))
+
+
+def make_formatter(format: str, style: Literal["%", "{", "$"] = "{") -> logging.Formatter:
     try:
         return logging.Formatter(format, style=style)
     except ValueError as exc:  # "invalid format: no fields" says nothing about which style was expected
@@ -93,40 +112,21 @@ def _formatter(format: str, style: Literal["%", "{", "$"]) -> logging.Formatter:
         ) from None
 
 
-def _is_flocklog_handler(handler: logging.Handler) -> bool:
-    """A flocklog handler that dictConfig (or the user) put on the root: left there, every record goes out twice."""
-    return type(handler).__module__.startswith("flocklog.")
-
-
-def _file_handler(
-    log_file: str | os.PathLike[str],
-    when: str | None,
-    interval: int,
-    backup_count: int,
-    max_bytes: int,
-    utc: bool,
-    compress: bool,
-    max_age: float | None,
-) -> logging.Handler:
+def build_file_handler(settings: FileSettings) -> logging.Handler:
+    """The handler :class:`FileSettings` names: size-only rotation when ``when`` is None, timed otherwise."""
     from flocklog.files.handlers import RotatingFileHandler, TimedRotatingFileHandler
 
-    path = str(Path(log_file).expanduser().resolve())
-    if when is None:
-        if max_bytes <= 0:
-            raise ConfigError("when=None rotates by size only: give max_bytes > 0 (or a when, such as 'midnight')")
-        if interval != 1 or utc:
-            raise ConfigError("interval and utc belong to timed rotation, and when=None rotates by size only")
-        return RotatingFileHandler(
-            path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8", compress=compress, max_age=max_age
-        )
-    return TimedRotatingFileHandler(
-        path,
-        when=when,
-        interval=interval,
-        backupCount=backup_count,
-        encoding="utf-8",
-        utc=utc,
-        maxBytes=max_bytes,
-        compress=compress,
-        max_age=max_age,
-    )
+    kwargs = settings.handler_kwargs()
+    if settings.when is None:
+        return RotatingFileHandler(**kwargs)
+    return TimedRotatingFileHandler(**kwargs)
+
+
+def build_hub_handler(address: str | None, *, handle_sigterm: bool = True) -> logging.Handler:
+    """A hub client to ``address`` (None: ``$FLOCKLOG_HUB_ADDRESS`` when it is built).
+
+    ``handle_sigterm=False`` where the server owns the worker's signals (uWSGI): the client then drains at exit.
+    """
+    from flocklog.hub.client import HubHandler
+
+    return HubHandler(hub_address(address) if address is not None else None, handle_sigterm=handle_sigterm)

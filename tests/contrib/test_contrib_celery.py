@@ -37,7 +37,8 @@ TASKS_MODULE = textwrap.dedent(
         app,
         mode=os.environ["FLK_MODE"],
         log_file=os.environ["FLK_LOG_FILE"],
-        when="S",
+        when=os.environ.get("FLK_WHEN", "S"),  # "none": size only
+        max_bytes=int(os.environ.get("FLK_MAX_BYTES", "0")),
         backup_count=1000,
         hub_address=os.environ.get("FLK_HUB_ADDRESS") or None,
     )

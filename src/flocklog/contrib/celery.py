@@ -10,24 +10,30 @@ import logging
 import logging.config
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flocklog.contrib import (
+from flocklog.contrib._setup import (
     PID_TID_FORMAT,
-    FileSettings,
+    LogSettings,
     Mode,
     check_hub_reachable,
     check_mode,
     drain_installed,
+    forget_inherited,
     hub_handler,
     install_root_handler,
-    installed_handlers,
-    level_number,
+    log_settings,
+    say_loudly,
     start_owned_hub,
     startup_errors,
     stop_owned_hub,
 )
 from flocklog.errors import ConfigError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from flocklog._filesettings import FileOptions
 
 __all__ = ["CeleryLogging", "setup"]
 
@@ -37,7 +43,7 @@ class CeleryLogging:
     """What :func:`setup` decided, kept so the worker's signals act on it and tests can inspect it."""
 
     mode: Mode
-    files: FileSettings | None
+    settings: LogSettings
     logging_config: dict[str, Any] | None
     hub_address: str | None
     level: str | int | None
@@ -60,18 +66,17 @@ class CeleryLogging:
         if self.logging_config is not None:
             logging.config.dictConfig(self.logging_config)
             return
-        assert self.files is not None  # guaranteed by setup()
-        install_root_handler(self.files.build_handler(), level)
+        install_root_handler(self.settings.file_handler(), level)
 
     def _configure_hub(self, level: str | int) -> None:
         address = self.hub_address
         if address is not None:
-            check_hub_reachable(address)
+            address = check_hub_reachable(address)
         else:
-            self.hub = start_owned_hub(self.files, self.logging_config)
+            self.hub = start_owned_hub(self.settings, self.logging_config)
             address = self.hub.address
         self.hub_address = address
-        install_root_handler(hub_handler(address, self.files), level)
+        install_root_handler(hub_handler(address, self.settings), level)
 
     def on_worker_shutdown(self, **_: Any) -> None:
         """Warm and cold shutdown both end here after the pool is gone: drain our client, then stop the hub."""
@@ -85,14 +90,15 @@ class CeleryLogging:
     # -- prefork children --------------------------------------------------------------------------------------
     def on_worker_process_init(self, **_: Any) -> None:
         """A fresh hub client per child: never reuse a socket or buffer that the parent also holds."""
-        if self.mode != "hub" or self.hub_address is None:
+        if self.mode != "hub":
             return
-        root = logging.getLogger()
-        level = root.level
-        for inherited in installed_handlers():
-            # Not closed: closing could flush what belongs to the parent; the fork reset already emptied it.
-            root.removeHandler(inherited)
-        install_root_handler(hub_handler(self.hub_address, self.files), level)
+        if self.hub_address is None:
+            # setup_logging never ran in the parent (another receiver claimed it, or setup() came after it).
+            say_loudly(f"Celery child {os.getpid()} has no flocklog hub address: its records go nowhere flocklog owns")
+            return
+        level = logging.getLogger().level
+        forget_inherited()
+        install_root_handler(hub_handler(self.hub_address, self.settings), level)
 
     def on_worker_process_shutdown(self, **_: Any) -> None:
         """Billiard children leave with ``os._exit``: without this, records still buffered would be lost."""
@@ -105,15 +111,10 @@ def setup(
     mode: str = "hub",
     logging_config: dict[str, Any] | None = None,
     log_file: str | os.PathLike[str] | None = "logs/celery.log",
-    when: str = "midnight",
-    interval: int = 1,
-    backup_count: int = 7,
-    max_bytes: int = 0,
-    compress: bool = False,
-    utc: bool = False,
     hub_address: str | None = None,
     level: str | int | None = None,
     format: str = PID_TID_FORMAT,
+    **file_options: Unpack[FileOptions],
 ) -> CeleryLogging:
     """Make every process of ``app``'s workers log into one rotating file set, with no record lost.
 
@@ -124,7 +125,10 @@ def setup(
     ``mode='hub'`` (default): the main worker process starts a hub that owns ``log_file`` (or the handlers of
     ``logging_config``) and every process sends to it; with ``hub_address`` the worker attaches to a hub that
     already runs (``flocklog serve``) instead. ``mode='files'``: every process writes ``log_file`` directly.
-    ``level`` defaults to the worker's ``-l``. Misconfiguration stops the worker with one line on stderr.
+    ``level`` defaults to the worker's ``-l``. The file options (``when``, ``interval``, ``utc``,
+    ``backup_count``, ``max_bytes``, ``compress``, ``max_age``, ``encoding``) are those of every flocklog entry
+    point (:class:`flocklog._filesettings.FileSettings`); ``when=None, max_bytes=...`` rotates by size only.
+    A bad value raises :class:`ConfigError` here, naming it.
     """
     from celery import Celery, signals
 
@@ -134,22 +138,8 @@ def setup(
             "call it as setup(app) right after app = Celery(...)"
         )
     checked = check_mode(mode)
-    if level is not None:
-        level_number(level)
-    files = None
-    if log_file is not None:
-        files = FileSettings(
-            log_file=os.fspath(log_file),
-            when=when,
-            interval=interval,
-            backup_count=backup_count,
-            max_bytes=max_bytes,
-            utc=utc,
-            compress=compress,
-            level=level or "INFO",
-            format=format,
-        )
-    if files is None and logging_config is None and not (checked == "hub" and hub_address is not None):
+    settings = log_settings(log_file, level=level or "INFO", format=format, **file_options)
+    if settings.files is None and logging_config is None and not (checked == "hub" and hub_address is not None):
         raise ConfigError("nowhere to log: pass log_file='logs/celery.log', a logging_config dict or a hub_address")
 
     previous = getattr(app, "flocklog_logging", None)
@@ -159,7 +149,7 @@ def setup(
             signal.disconnect(receiver)
     app.conf.worker_hijack_root_logger = False
     state = CeleryLogging(
-        mode=checked, files=files, logging_config=logging_config, hub_address=hub_address, level=level
+        mode=checked, settings=settings, logging_config=logging_config, hub_address=hub_address, level=level
     )
     pairs = [
         (signals.setup_logging, state.on_setup_logging),

@@ -5,6 +5,7 @@ In ``gunicorn.conf.py``::
     from flocklog.contrib.gunicorn import hooks
 
     _flocklog = hooks(log_file="logs/app.log", when="midnight", backup_count=7)
+    # or by size only: hooks(log_file="logs/app.log", when=None, max_bytes=1 << 30, backup_count=5)
     on_starting, post_fork, worker_exit, on_exit = (
         _flocklog.on_starting, _flocklog.post_fork, _flocklog.worker_exit, _flocklog.on_exit
     )
@@ -16,26 +17,32 @@ attaches its own handlers at import time would attach them before the hub exists
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flocklog.contrib import (
+from flocklog.contrib._setup import (
     HUB_ADDRESS_ENV,
     PID_TID_FORMAT,
-    FileSettings,
+    LogSettings,
     check_hub_reachable,
     drain_installed,
     fail_startup,
+    forget_inherited,
     hub_handler,
     install_root_handler,
-    installed_handlers,
+    log_settings,
+    say_loudly,
     start_owned_hub,
     startup_errors,
     stop_owned_hub,
 )
-from flocklog.errors import FlocklogError
+from flocklog.errors import ConfigError, FlocklogError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from flocklog._filesettings import FileOptions
 
 __all__ = ["GunicornHooks", "hooks"]
 
@@ -44,7 +51,7 @@ __all__ = ["GunicornHooks", "hooks"]
 class GunicornHooks:
     """The four hooks gunicorn calls; one instance per ``gunicorn.conf.py``."""
 
-    files: FileSettings | None
+    settings: LogSettings
     hub_address: str | None = None
     logging_config: dict[str, Any] | None = None
     hub: Any = None
@@ -54,9 +61,9 @@ class GunicornHooks:
         """Master, once: start the hub (unless attaching to ``hub_address``) and publish its address."""
         with startup_errors():
             if self.hub_address is not None:
-                check_hub_reachable(self.hub_address)
+                self.hub_address = check_hub_reachable(self.hub_address)
             else:
-                self.hub = start_owned_hub(self.files, self.logging_config)
+                self.hub = start_owned_hub(self.settings, self.logging_config)
                 self.hub_address = self.hub.address
             assert self.hub_address is not None
             os.environ[HUB_ADDRESS_ENV] = self.hub_address
@@ -64,11 +71,15 @@ class GunicornHooks:
 
     def post_fork(self, server: Any, worker: Any) -> None:
         """Worker, right after fork: a client of its own (the master's socket and buffer are not ours)."""
-        root = logging.getLogger()
-        for inherited in installed_handlers():
-            root.removeHandler(inherited)
-        level = self.files.level if self.files is not None else "INFO"
-        install_root_handler(hub_handler(self.hub_address, self.files), level)
+        forget_inherited()
+        address = self.hub_address or os.environ.get(HUB_ADDRESS_ENV)
+        if address is None:
+            say_loudly(
+                f"gunicorn worker {os.getpid()} has no hub address (on_starting did not run?): "
+                "set on_starting = _flocklog.on_starting in gunicorn.conf.py; this worker logs nowhere"
+            )
+            return
+        install_root_handler(hub_handler(address, self.settings), self.settings.level)
 
     def worker_exit(self, server: Any, worker: Any) -> None:
         """Worker, on its way out (graceful or after a timeout kill by the master): send what is buffered."""
@@ -87,45 +98,28 @@ class GunicornHooks:
 def hooks(
     *,
     log_file: str | os.PathLike[str] | None = "logs/app.log",
-    when: str = "midnight",
-    interval: int = 1,
-    backup_count: int = 7,
-    max_bytes: int = 0,
-    compress: bool = False,
-    utc: bool = False,
     level: str | int = "INFO",
     format: str = PID_TID_FORMAT,
     hub_address: str | None = None,
     logging_config: dict[str, Any] | None = None,
+    **file_options: Unpack[FileOptions],
 ) -> GunicornHooks:
-    """Build the hooks; checks the log directory now, so a mistake stops gunicorn with one line on stderr.
+    """Build the hooks; checks every option and the log directory now, so a mistake stops gunicorn with one line.
 
-    With ``hub_address`` the workers send to a hub that already runs (``flocklog serve``) and the master starts
-    none; with ``logging_config`` the hub's handlers come from that dictConfig instead of ``log_file``.
-    For uWSGI (which forks without gunicorn's hooks) call ``post_fork(None, None)`` from a
-    ``uwsgidecorators.postfork`` function and start the hub with ``flocklog serve`` beside it.
+    The file options (``when``, ``interval``, ``utc``, ``backup_count``, ``max_bytes``, ``compress``,
+    ``max_age``, ``encoding``) are those of every flocklog entry point; ``when=None, max_bytes=...`` rotates by
+    size only. With ``hub_address`` the workers send to a hub that already runs (``flocklog serve``) and the
+    master starts none; with ``logging_config`` the hub's handlers come from that dictConfig instead of
+    ``log_file``. For uWSGI use :mod:`flocklog.contrib.uwsgi`.
     """
     try:
-        files = None
-        if log_file is not None:
-            files = FileSettings(
-                log_file=os.fspath(log_file),
-                when=when,
-                interval=interval,
-                backup_count=backup_count,
-                max_bytes=max_bytes,
-                utc=utc,
-                compress=compress,
-                level=level,
-                format=format,
-            )
+        settings = log_settings(log_file, level=level, format=format, **file_options)
+        if settings.files is not None:
             if hub_address is None and logging_config is None:
-                files.check()
+                settings.files.check_directory()
         elif hub_address is None and logging_config is None:
-            from flocklog.errors import ConfigError
-
             raise ConfigError("nowhere to log: pass log_file='logs/app.log', a logging_config dict or a hub_address")
     except FlocklogError as exc:
         # gunicorn would print "Failed to read config file" and a traceback; one line is more useful.
         fail_startup(exc)
-    return GunicornHooks(files=files, hub_address=hub_address, logging_config=logging_config)
+    return GunicornHooks(settings=settings, hub_address=hub_address, logging_config=logging_config)

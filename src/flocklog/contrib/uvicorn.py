@@ -17,15 +17,16 @@ import sys
 import tempfile
 from typing import Any
 
-from flocklog.contrib import (
+from flocklog.contrib._setup import (
     HUB_ADDRESS_ENV,
     PID_TID_FORMAT,
-    FileSettings,
+    LogSettings,
     check_hub_reachable,
     fail_startup,
     hub_handler,
     install_root_handler,
     level_number,
+    log_settings,
     start_owned_hub,
     stop_owned_hub,
 )
@@ -70,9 +71,9 @@ def attach(*, address: str | None = None, level: str | int = "INFO", format: str
             f"no hub address: set {HUB_ADDRESS_ENV} (the wrapper 'python -m flocklog.contrib.uvicorn' does) "
             "or pass address='unix:/path/hub.sock'"
         )
-    check_hub_reachable(address)
-    files = FileSettings(log_file="unused", level=level, format=format)
-    return install_root_handler(hub_handler(address, files), level, replace=False)
+    address = check_hub_reachable(address)
+    settings = LogSettings(files=None, level=level, format=format)
+    return install_root_handler(hub_handler(address, settings), level, replace=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,11 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(prog="python -m flocklog.contrib.uvicorn", description=main.__doc__)
     parser.add_argument("--log-file", default="logs/app.log")
-    parser.add_argument("--when", default="midnight")
-    parser.add_argument("--interval", type=int, default=1)
-    parser.add_argument("--backup-count", type=int, default=7)
-    parser.add_argument("--max-bytes", type=int, default=0)
+    parser.add_argument("--when", default="midnight", help="S, M, H, D, midnight, W0-W6, or 'none' (size only)")
+    parser.add_argument("--interval", default=1)
+    parser.add_argument("--utc", action="store_true")
+    parser.add_argument("--backup-count", default=7)
+    parser.add_argument("--max-bytes", default=0, help="also rotate at this size; required with --when none")
     parser.add_argument("--compress", action="store_true")
+    parser.add_argument("--max-age", default=None, help="delete archives older than this many seconds")
+    parser.add_argument("--encoding", default="utf-8")
     parser.add_argument("--level", default="INFO")
     parser.add_argument("--hub-address", default=None, help="attach to this running hub instead of starting one")
     parser.add_argument("uvicorn_args", nargs=argparse.REMAINDER, help="arguments for uvicorn, after --")
@@ -100,19 +104,21 @@ def main(argv: list[str] | None = None) -> int:
     config_dir = tempfile.mkdtemp(prefix="flocklog-uvicorn-")
     try:
         if args.hub_address is not None:
-            check_hub_reachable(args.hub_address)
-            address = args.hub_address
+            address = check_hub_reachable(args.hub_address)
         else:
-            files = FileSettings(
-                log_file=args.log_file,
+            settings = log_settings(
+                args.log_file,
+                level=args.level,
                 when=args.when,
                 interval=args.interval,
+                utc=args.utc,
                 backup_count=args.backup_count,
                 max_bytes=args.max_bytes,
                 compress=args.compress,
-                level=args.level,
+                max_age=args.max_age,
+                encoding=args.encoding,
             )
-            hub = start_owned_hub(files)
+            hub = start_owned_hub(settings)
             address = hub.address
         os.environ[HUB_ADDRESS_ENV] = address
         if "--log-config" not in rest:

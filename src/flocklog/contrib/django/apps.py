@@ -8,7 +8,7 @@ from typing import Any
 from django.apps import AppConfig
 from django.conf import settings
 
-from flocklog.contrib import (
+from flocklog.contrib._setup import (
     check_hub_reachable,
     drain_installed,
     hub_handler,
@@ -40,20 +40,18 @@ class FlocklogConfig(AppConfig):
         conf = read_settings(getattr(settings, "FLOCKLOG", None))
         if not conf.configure or installed_handlers():
             return  # LOGGING does it, or (inside a Celery worker) flocklog.contrib.celery already did
+        level = conf.settings.level
         if conf.mode == "files":
-            assert conf.files is not None  # read_settings guarantees it
-            handler = conf.files.build_handler()
-            level = conf.files.level
+            handler = conf.settings.file_handler()
         else:
             address = conf.hub_address
             if conf.start_hub:
-                self.hub = start_owned_hub(conf.files)
+                self.hub = start_owned_hub(conf.settings)
                 address = self.hub.address
                 atexit.register(self._stop_hub)
             assert address is not None
-            check_hub_reachable(address)
-            handler = hub_handler(address, conf.files)
-            level = conf.files.level if conf.files is not None else "INFO"
+            address = check_hub_reachable(address)
+            handler = hub_handler(address, conf.settings)
         # replace=False: inside a Celery worker, flocklog.contrib.celery already set up this process.
         if not install_root_handler(handler, level, replace=False):
             handler.close()

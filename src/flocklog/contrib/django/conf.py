@@ -4,36 +4,41 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flocklog.contrib import PID_TID_FORMAT, FileSettings, Mode, check_mode, logging_dict
+from flocklog._filesettings import FILE_OPTIONS
+from flocklog.contrib._setup import PID_TID_FORMAT, LogSettings, Mode, check_mode, log_settings, logging_dict
 from flocklog.errors import ConfigError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from flocklog._filesettings import FileOptions
+
+__all__ = ["DJANGO_FORMAT", "DjangoSettings", "logging_settings", "read_settings"]
 
 #: ``{levelname} {asctime} {module} [PID:{process}, TID:{thread}] {message}`` with ``style='{'``.
 DJANGO_FORMAT = PID_TID_FORMAT
 
+#: The file options' keys are their keyword names in upper case (``WHEN``, ``MAX_BYTES``, ``MAX_AGE`` ...).
+_FILE_KEYS = {name.upper(): name for name in FILE_OPTIONS}
 _KEYS = {
     "MODE",
     "HUB_ADDRESS",
     "START_HUB",
     "LOG_FILE",
-    "WHEN",
-    "INTERVAL",
-    "BACKUP_COUNT",
-    "MAX_BYTES",
-    "COMPRESS",
-    "UTC",
     "LEVEL",
     "FORMAT",
     "CONFIGURE",
     "DATABASE_URL",  # read by the cleanup_audit_logs command (execution-log store), not by the logging setup
+    *_FILE_KEYS,
 }
 
 
 @dataclass(frozen=True)
 class DjangoSettings:
     mode: Mode
-    files: FileSettings | None
+    settings: LogSettings
     hub_address: str | None
     start_hub: bool
     configure: bool
@@ -42,37 +47,36 @@ class DjangoSettings:
 def read_settings(raw: dict[str, Any] | None) -> DjangoSettings:
     """Validate ``settings.FLOCKLOG``; unknown keys are an error, since a typo would silently change nothing.
 
-    Keys: ``MODE`` ('files' or 'hub', default 'files'), ``LOG_FILE``, ``WHEN`` ('midnight'), ``INTERVAL`` (1),
-    ``BACKUP_COUNT`` (7), ``MAX_BYTES`` (0), ``COMPRESS`` (False), ``UTC`` (False), ``LEVEL`` ('INFO'),
-    ``FORMAT`` (:data:`DJANGO_FORMAT`, '{' style), ``HUB_ADDRESS`` (hub mode; default ``$FLOCKLOG_HUB_ADDRESS``),
-    ``START_HUB`` (hub mode: start an in-process hub owning ``LOG_FILE``, for ``runserver`` and single processes),
-    ``CONFIGURE`` (True: ``ready()`` installs the root handler; False: you did it in ``LOGGING``).
+    Keys: ``MODE`` ('files' or 'hub', default 'files'), ``LOG_FILE``, the file options of every flocklog entry
+    point in upper case -- ``WHEN`` ('midnight'; None rotates by size only), ``INTERVAL`` (1), ``UTC`` (False),
+    ``BACKUP_COUNT`` (7), ``MAX_BYTES`` (0), ``COMPRESS`` (False), ``MAX_AGE`` (None), ``ENCODING`` ('utf-8') --
+    ``LEVEL`` ('INFO'), ``FORMAT`` (:data:`DJANGO_FORMAT`, '{' style), ``HUB_ADDRESS`` (hub mode; default
+    ``$FLOCKLOG_HUB_ADDRESS``), ``START_HUB`` (hub mode: start an in-process hub owning ``LOG_FILE``, for
+    ``runserver`` and single processes), ``CONFIGURE`` (True: ``ready()`` installs the root handler; False: you
+    did it in ``LOGGING``).
     """
     raw = dict(raw or {})
     unknown = set(raw) - _KEYS
     if unknown:
         raise ConfigError(f"unknown FLOCKLOG keys {sorted(unknown)}: the accepted keys are {sorted(_KEYS)}")
     mode = check_mode(str(raw.get("MODE", "files")))
-    files = None
-    if raw.get("LOG_FILE"):
-        files = FileSettings(
-            log_file=os.fspath(raw["LOG_FILE"]),
-            when=str(raw.get("WHEN", "midnight")),
-            interval=int(raw.get("INTERVAL", 1)),
-            backup_count=int(raw.get("BACKUP_COUNT", 7)),
-            max_bytes=int(raw.get("MAX_BYTES", 0)),
-            compress=bool(raw.get("COMPRESS", False)),
-            utc=bool(raw.get("UTC", False)),
+    options = {name: raw[key] for key, name in _FILE_KEYS.items() if key in raw}
+    try:
+        settings = log_settings(
+            raw.get("LOG_FILE") or None,
             level=raw.get("LEVEL", "INFO"),
             format=str(raw.get("FORMAT", DJANGO_FORMAT)),
+            **options,
         )
+    except ConfigError as exc:
+        raise ConfigError(f"FLOCKLOG: {exc}") from None
     start_hub = bool(raw.get("START_HUB", False))
     hub_address = raw.get("HUB_ADDRESS") or os.environ.get("FLOCKLOG_HUB_ADDRESS")
-    if mode == "files" and files is None:
+    if mode == "files" and settings.files is None:
         raise ConfigError(
             "FLOCKLOG MODE 'files' needs LOG_FILE, e.g. FLOCKLOG = {'LOG_FILE': BASE_DIR / 'logs/app.log'}"
         )
-    if mode == "hub" and start_hub and files is None:
+    if mode == "hub" and start_hub and settings.files is None:
         raise ConfigError("FLOCKLOG START_HUB needs LOG_FILE: the hub must know which file it owns")
     if mode == "hub" and not start_hub and not hub_address:
         raise ConfigError(
@@ -80,7 +84,7 @@ def read_settings(raw: dict[str, Any] | None) -> DjangoSettings:
         )
     return DjangoSettings(
         mode=mode,
-        files=files,
+        settings=settings,
         hub_address=str(hub_address) if hub_address else None,
         start_hub=start_hub,
         configure=bool(raw.get("CONFIGURE", True)),
@@ -91,27 +95,17 @@ def logging_settings(
     *,
     mode: str = "files",
     log_file: str | os.PathLike[str] | None = None,
-    when: str = "midnight",
-    interval: int = 1,
-    backup_count: int = 7,
-    max_bytes: int = 0,
     level: str = "INFO",
+    format: str = DJANGO_FORMAT,
     hub_address: str | None = None,
     loggers: dict[str, Any] | None = None,
+    **file_options: Unpack[FileOptions],
 ) -> dict[str, Any]:
     """A ``LOGGING`` dict whose root logger goes to flocklog (set ``FLOCKLOG['CONFIGURE'] = False`` with it).
 
+    Takes the file options of every flocklog entry point (``when=None, max_bytes=...`` rotates by size only).
     Django's own loggers (``django``, ``django.request``...) propagate to the root, so they land in the file too.
     """
     checked = check_mode(mode)
-    files = None
-    if log_file is not None:
-        files = FileSettings(
-            log_file=os.fspath(log_file),
-            when=when,
-            interval=interval,
-            backup_count=backup_count,
-            max_bytes=max_bytes,
-            level=level,
-        )
-    return logging_dict(mode=checked, files=files, hub_address=hub_address, loggers=loggers)
+    settings = log_settings(log_file, level=level, format=format, **file_options)
+    return logging_dict(mode=checked, settings=settings, hub_address=hub_address, loggers=loggers)
