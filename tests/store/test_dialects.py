@@ -69,9 +69,7 @@ POISON = [
 
 
 @pytest.mark.parametrize("poison", POISON)
-def test_a_poison_record_is_refused_alone_and_its_neighbours_are_stored(
-    store_url: str, poison: dict[str, str]
-) -> None:
+def test_a_poison_record_is_refused_alone_and_its_neighbours_are_stored(store_url: str, poison: dict[str, str]) -> None:
     from flocklog.store import RecordRefused, write_isolated
 
     name = f"flk_poison_{uuid.uuid4().hex[:8]}"
@@ -82,7 +80,7 @@ def test_a_poison_record_is_refused_alone_and_its_neighbours_are_stored(
         bad = _record(**poison)  # type: ignore[arg-type]  # message plus a field
         if store_url.startswith("sqlite") and not any(0xD800 <= ord(c) < 0xE000 for c in poison["message"]):
             pytest.skip("SQLite stores NUL bytes, and fields go in as escaped JSON: nothing to refuse")
-        batch = good[:20] + [bad] + good[20:]
+        batch = [*good[:20], bad, *good[20:]]
         with pytest.raises(RecordRefused):
             store.write_batch(batch)
         assert store.count() == 0, "a refused batch is rolled back as a whole"
