@@ -20,7 +20,7 @@ def _queue_length(broker_url: str) -> int | str:
 
         from flocklog.pipeline.celery_app import broker_options
 
-        return len(list(Path(broker_options(broker_url)["data_folder_in"]).glob("*.msg")))
+        return len(list(Path(broker_options(broker_url, create=False)["data_folder_in"]).glob("*.msg")))
     return "n/a for this broker"
 
 
