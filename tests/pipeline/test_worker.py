@@ -204,3 +204,35 @@ def test_replaying_direct_stores_past_a_poison_file_and_keeps_going(
     assert not list(spool.glob("*.batch")), "nothing may stay blocked behind the poison file"
     assert sorted(str(e["record"]["id"]) for e in _refused(tmp_path)) == sorted(str(r.id) for r in bad)  # type: ignore[index]  # JSON objects
     assert "2 refused" in replay.stdout
+
+
+@pytest.mark.parametrize("broker", [None, "redis://127.0.0.1:6379/0"])
+def test_importing_the_celery_app_module_creates_nothing_and_builds_no_app(tmp_path: Path, broker: str | None) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = pipeline_env({k: v for k, v in os.environ.items() if not k.startswith("FLOCKLOG_")})
+    if broker:
+        env["FLOCKLOG_BROKER_URL"] = broker
+    probe = (
+        "import flocklog.pipeline.celery_app as m\n"
+        "from kombu.transport import redis as r\n"
+        "assert '_app' in vars(m) and m._app is None, 'an app was built at import'\n"
+        "assert not getattr(r.Channel._connparams, 'flocklog_guarded', False), 'kombu was patched at import'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=empty, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in empty.rglob("*")) == []
+
+
+def test_the_embedded_broker_keeps_its_control_folder_under_its_own_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flocklog.pipeline.celery_app import broker_options
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FLOCKLOG_BROKER_DIR", str(tmp_path / "broker"))
+    options = broker_options("filesystem://")
+    assert Path(options["control_folder"]) == tmp_path / "broker" / "control"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broker"]
