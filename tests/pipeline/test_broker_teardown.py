@@ -11,10 +11,11 @@ import uuid
 import pytest
 from kombu import Connection
 
-import flocklog.pipeline.celery_app  # noqa: F401  # installs the guard
+from flocklog.pipeline.celery_app import make_celery_app
 
 
 def test_closing_a_torn_down_channel_that_holds_unacked_messages_is_a_connection_error(redis_url: str) -> None:
+    make_celery_app(redis_url).close()  # building the pipeline's app installs the guard
     connection = Connection(redis_url)
     queue = connection.SimpleQueue(f"flk-teardown-{uuid.uuid4().hex[:8]}")
     queue.put({"batch": 1})

@@ -159,6 +159,24 @@ def test_django_command_reads_the_database_url_from_the_flocklog_setting(
     assert ages_left(tmp_path / "store.db") == [0, 10, 100, 200, 400]
 
 
+def test_django_command_needs_only_the_database_when_flocklog_does_not_configure_logging(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    # CONFIGURE=False: LOGGING does the logging set-up, so FLOCKLOG holds no LOG_FILE; the command only needs
+    # the database, and the installed flocklog app must not refuse to load for want of a log file.
+    url = make_store(tmp_path / "store.db", AGES)
+    settings = f"""
+        SECRET_KEY = "x"
+        INSTALLED_APPS = ["flocklog.contrib.django"]
+        FLOCKLOG = {{"CONFIGURE": False, "DATABASE_URL": {url!r}}}
+    """
+    env = {k: v for k, v in subprocess_env.items() if k != "FLOCKLOG_DATABASE_URL"}
+    result = run_django(tmp_path, settings, ["--days", "450"], env)
+    assert result.returncode == 0, result.stderr
+    assert "deleted 4 rows" in result.stdout
+    assert ages_left(tmp_path / "store.db") == [0, 10, 100, 200, 400]
+
+
 def test_a_real_worker_resolves_the_task_by_name_through_the_installed_preset(
     tmp_path: Path, subprocess_env: dict[str, str], redis_url: str
 ) -> None:

@@ -6,32 +6,37 @@ usual deployment guide for a write-behind queue: JSON only, UTC, late acks with 
 whose worker died is redelivered, and the store's ``ON CONFLICT DO NOTHING`` makes that harmless), prefetch 1, a
 child recycled every 1000 tasks, 300 s hard / 240 s soft time limits, and explicit broker timeouts so a dead
 broker fails fast.
+
+Importing this module builds nothing: the module attribute ``app`` (what ``celery -A`` looks up) is made on first
+access, and so are the embedded broker's folders and the kombu guard below.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from flocklog.pipeline.record import ExecutionRecord
 from flocklog.pipeline.transports import (
     QUEUE,
     RECEIPT_PREFIX,
     TASK_NAME,
-    SpoolTransport,
     broker_timeout,
+    env_number,
     receipt_client,
     task_max_retries,
     visibility_timeout,
 )
 
 DEFAULT_BROKER_DIR = ".flocklog/broker"
-DEAD_LETTER_DIR = ".flocklog/dead-letter"
 _stores: dict[tuple[int, str, str], Any] = {}
+_app: Celery | None = None
+_app_lock = threading.Lock()
 
 
 def resolve_broker_url(url: str | None = None) -> str:
@@ -39,17 +44,39 @@ def resolve_broker_url(url: str | None = None) -> str:
     return url or os.environ.get("FLOCKLOG_BROKER_URL") or "filesystem://"
 
 
-def broker_options(url: str) -> dict[str, Any]:
+def task_retry_delay() -> float:
+    """Seconds before a batch's first database retry (``$FLOCKLOG_TASK_RETRY_DELAY``, default 0.5); each further
+    retry waits twice as long, up to 30 s. With the default 8 retries a batch waits ~90 s before dead-lettering."""
+    return env_number("FLOCKLOG_TASK_RETRY_DELAY", 0.5, minimum=0.0)
+
+
+MAX_RETRY_DELAY = 30.0
+
+
+def retry_countdown(retries: int, first: float | None = None) -> float:
+    """The wait before retry number ``retries + 1``: ``first`` (default :func:`task_retry_delay`), doubling."""
+    base = task_retry_delay() if first is None else first
+    return float(min(MAX_RETRY_DELAY, base * 2**retries))
+
+
+def broker_dir() -> Path:
+    """The embedded (filesystem) broker's folder: ``$FLOCKLOG_BROKER_DIR``, else ``.flocklog/broker``."""
+    return Path(os.environ.get("FLOCKLOG_BROKER_DIR", DEFAULT_BROKER_DIR)).resolve()
+
+
+def broker_options(url: str, *, create: bool = True) -> dict[str, Any]:
+    """kombu transport options for ``url``; for the embedded broker, its folders (made unless ``create=False``)."""
     timeout = broker_timeout()
     if url.startswith("filesystem://"):
-        folder = Path(os.environ.get("FLOCKLOG_BROKER_DIR", DEFAULT_BROKER_DIR)).resolve()
-        for sub in ("queue", "processed", "control"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
+        folder = broker_dir()
+        if create:
+            for sub in ("queue", "processed", "control"):
+                (folder / sub).mkdir(parents=True, exist_ok=True)
         return {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
-            # kombu's exchange table; left unset it is ./control in whatever directory the process runs in.
+            # kombu's default is ./control in the working directory: keep everything under the broker's folder.
             "control_folder": str(folder / "control"),
             "store_processed": False,
         }
@@ -79,6 +106,8 @@ def _survive_broker_loss_during_teardown() -> None:
     when Redis is stopped mid-run). Raising the connection error it really is lets kombu ignore it, as it does
     every other error of a dead connection, and the consumer reconnects; the unacked batches stay in Redis and
     are restored by the visibility-timeout sweep (and the producers' receipts).
+
+    Installed by :func:`make_celery_app` (idempotent), not at import.
     """
     try:
         import redis
@@ -99,13 +128,11 @@ def _survive_broker_loss_during_teardown() -> None:
     channel_class._connparams = _connparams
 
 
-_survive_broker_loss_during_teardown()
-
-
 def make_celery_app(
     broker_url: str | None = None, *, database_url: str | None = None, table: str | None = None, **overrides: Any
 ) -> Celery:
     """A Celery app with the pipeline's settings and the batch task registered; ``overrides`` win."""
+    _survive_broker_loss_during_teardown()
     url = resolve_broker_url(broker_url)
     app = Celery("flocklog", broker=url, set_as_current=False)
     app.conf.update(
@@ -130,6 +157,8 @@ def make_celery_app(
         flocklog_database_url=database_url,
         flocklog_table=table,
         flocklog_max_retries=task_max_retries(),
+        flocklog_retry_delay=task_retry_delay(),
+        flocklog_check_database=True,
     )
     app.conf.update(overrides)
     _register(app)
@@ -141,11 +170,70 @@ def make_celery_app(
     return app
 
 
-def _store_for(app: Celery) -> Any:
-    from flocklog.store import open_store, resolve_database_url, resolve_table
+def get_app() -> Celery:
+    """The module's app (``celery -A flocklog.pipeline.celery_app``), built from the environment on first use."""
+    global _app
+    with _app_lock:
+        if _app is None:
+            _app = make_celery_app()
+        return _app
 
-    url = resolve_database_url(app.conf.get("flocklog_database_url"))
-    table = resolve_table(app.conf.get("flocklog_table"))
+
+def __getattr__(name: str) -> Any:
+    """``app`` (and ``celery``, the other name ``celery -A`` tries) are built lazily: importing builds nothing."""
+    if name in ("app", "celery"):
+        return get_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _database_of(app: Celery) -> tuple[str, str]:
+    from flocklog.store import resolve_database_url, resolve_table
+
+    return resolve_database_url(app.conf.get("flocklog_database_url")), resolve_table(app.conf.get("flocklog_table"))
+
+
+def check_database(database_url: str | None = None, table: str | None = None) -> None:
+    """Connect and create the schema (idempotent): a StoreError/ConfigError here means the worker cannot store
+    anything, so it must not start taking batches off the queue."""
+    from flocklog.store import open_store
+
+    store = open_store(database_url, table=table)
+    try:
+        store.create_schema()
+    finally:
+        store.close()
+
+
+def database_problem(database_url: str | None = None, table: str | None = None) -> str | None:
+    """One line saying why the worker's database is unusable, or None when it is fine."""
+    from flocklog.errors import FlocklogError
+    from flocklog.store import redact, resolve_database_url
+
+    try:
+        check_database(database_url, table)
+    except FlocklogError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"the database {redact(resolve_database_url(database_url))} is not usable: {first}"
+    return None
+
+
+@worker_init.connect
+def _refuse_to_start_without_a_database(sender: Any = None, **_: Any) -> None:
+    """A worker that cannot reach its database would take batches off the queue and retry them into the dead
+    letters: refuse to start instead, with one line (``celery -A ... worker`` as well as ``flocklog worker``)."""
+    app = getattr(sender, "app", None)
+    if app is None or not app.conf.get("flocklog_check_database"):
+        return
+    problem = database_problem(*_database_of(app))
+    if problem is not None:
+        os.write(2, f"flocklog worker: refusing to start: {problem}\n".encode("utf-8", "backslashreplace"))
+        os._exit(1)  # before any pool or consumer exists; SystemExit here would print Celery's traceback
+
+
+def _store_for(app: Celery) -> Any:
+    from flocklog.store import open_store
+
+    url, table = _database_of(app)
     key = (os.getpid(), url, table)
     store = _stores.get(key)
     if store is None:  # one pool per worker child, made after the fork
@@ -155,44 +243,65 @@ def _store_for(app: Celery) -> Any:
     return store
 
 
-def _dead_letter(records: list[dict[str, Any]], reason: str) -> Path:
-    """After the last retry a batch is kept on disk, never acked into nothing."""
-    spool = SpoolTransport(os.environ.get("FLOCKLOG_DEAD_LETTER_DIR", DEAD_LETTER_DIR))
-    spool.send([ExecutionRecord.from_wire(r) for r in records])
-    os.write(2, f"flocklog: batch of {len(records)} moved to dead-letter {spool.directory}: {reason}\n".encode())
-    return spool.directory
+def _parse(records: Any) -> tuple[list[ExecutionRecord], list[tuple[Any, str]]]:
+    """Records of a task message, and the items that are not records at all (kept, with the reason)."""
+    if not isinstance(records, list):
+        return [], [(records, "the task's records argument is not a list")]
+    valid: list[ExecutionRecord] = []
+    malformed: list[tuple[Any, str]] = []
+    for data in records:
+        try:
+            if not isinstance(data, dict):
+                raise TypeError(f"expected an object, got {type(data).__name__}")
+            valid.append(ExecutionRecord.from_wire(data))
+        except Exception as exc:  # one malformed record must not sink the batch
+            malformed.append((data, f"not an execution-log record: {exc}"))
+    return valid, malformed
 
 
 def _register(app: Celery) -> None:
     from flocklog.errors import StoreError
+    from flocklog.pipeline.deadletter import park_batch, park_refused
+    from flocklog.store import write_isolated
 
-    @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, shared=False)
+    # max_retries=None: Celery's own default (3) would end the retries before flocklog_max_retries and fail the
+    # task, which acks the batch into nothing. The task counts its retries itself and dead-letters after the last.
+    @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, shared=False, max_retries=None)
     def write_batch(self: Task[Any, Any], records: list[dict[str, Any]], batch_id: str | None = None) -> int:
-        """Write one batch idempotently; retry with backoff on database errors; dead-letter after the last."""
-        valid = []
-        for data in records:
-            try:
-                valid.append(ExecutionRecord.from_wire(data))
-            except Exception as exc:  # one malformed record must not sink the batch
-                os.write(2, f"flocklog: dropped malformed record in batch: {exc}\n".encode())
+        """Write one batch idempotently, a refused record split out and kept aside; retry with backoff while the
+        database fails; after the last retry keep the batch in the dead letters (replayable). Never acked into
+        nothing: if even the dead-letter disk fails, the task retries again."""
+        valid, malformed = _parse(records)
+        retries = int(self.request.retries or 0)
         try:
-            written = int(_store_for(app).write_batch(valid))
+            outcome = write_isolated(_store_for(app), valid)
         except StoreError as exc:
-            retries = self.request.retries
-            if retries >= app.conf.flocklog_max_retries:
-                _dead_letter(records, str(exc))
-                return 0
-            raise self.retry(exc=exc, countdown=min(30.0, 0.5 * 2**retries)) from exc
-        if batch_id:
+            if retries < int(app.conf.flocklog_max_retries):
+                raise self.retry(exc=exc, countdown=retry_countdown(retries, app.conf.flocklog_retry_delay)) from exc
+            try:
+                park_batch(valid, f"{exc} (after {retries} retries)")
+                park_refused(malformed)
+            except OSError as disk:
+                os.write(2, f"flocklog: dead-letter write failed ({disk}); retrying the batch\n".encode())
+                raise self.retry(exc=exc, countdown=MAX_RETRY_DELAY) from exc
             _leave_receipt(app, batch_id)
-        return written
+            return 0
+        try:
+            park_refused([*outcome.refused, *malformed])
+        except OSError as disk:  # the good rows are stored; only these few are at stake
+            lost = len(outcome.refused) + len(malformed)
+            os.write(2, f"flocklog: could not keep {lost} refused records: {disk}\n".encode())
+        _leave_receipt(app, batch_id)
+        return outcome.written
 
 
 _receipt_clients: dict[tuple[int, str], Any] = {}
 
 
-def _leave_receipt(app: Celery, batch_id: str) -> None:
+def _leave_receipt(app: Celery, batch_id: str | None) -> None:
     """Tell the producer this batch is committed (Redis brokers only); a failure here only causes a resend."""
+    if not batch_id:
+        return
     url = str(app.conf.broker_url or "")
     key = (os.getpid(), url)
     try:
@@ -209,6 +318,17 @@ def _leave_receipt(app: Celery, batch_id: str) -> None:
 @worker_process_init.connect
 def _fresh_pools_in_child(**_: Any) -> None:
     _stores.clear()  # pools inherited from the parent belong to the parent
+    _receipt_clients.clear()
 
 
-app = make_celery_app()
+__all__ = [
+    "DEFAULT_BROKER_DIR",
+    "broker_options",
+    "check_database",
+    "database_problem",
+    "get_app",
+    "make_celery_app",
+    "resolve_broker_url",
+    "retry_countdown",
+    "task_retry_delay",
+]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flocklog.errors import ConfigError
@@ -21,7 +20,7 @@ def _queue_length(broker_url: str) -> int | str:
 
         from flocklog.pipeline.celery_app import broker_options
 
-        return len(list(Path(broker_options(broker_url)["data_folder_in"]).glob("*.msg")))
+        return len(list(Path(broker_options(broker_url, create=False)["data_folder_in"]).glob("*.msg")))
     return "n/a for this broker"
 
 
@@ -50,27 +49,9 @@ def collect_status(
         data["rows"] = store.count()
         oldest = store.oldest()
         data["oldest_row"] = oldest.isoformat() if oldest else None
-        data["last_cleanup"] = _last_cleanup(store)
+        data["last_cleanup"] = store.last_cleanup()
     except Exception as exc:
         data["rows"] = f"unavailable: {exc}"
     finally:
         store.close()
     return data
-
-
-def _last_cleanup(store: Any) -> Any:
-    try:
-        if store.dialect == "sqlite":
-            row = store._conn().execute("SELECT value FROM flocklog_meta WHERE key = 'last_cleanup'").fetchone()
-        else:
-            row = store._run(
-                lambda conn: conn.execute("SELECT value FROM flocklog_meta WHERE key = 'last_cleanup'").fetchone()
-            )
-    except Exception:
-        return None
-    if not row:
-        return None
-    try:
-        return json.loads(row[0])
-    except ValueError:
-        return row[0]

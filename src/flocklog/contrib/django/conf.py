@@ -72,7 +72,10 @@ def read_settings(raw: dict[str, Any] | None) -> DjangoSettings:
         raise ConfigError(f"FLOCKLOG: {exc}") from None
     start_hub = bool(raw.get("START_HUB", False))
     hub_address = raw.get("HUB_ADDRESS") or os.environ.get("FLOCKLOG_HUB_ADDRESS")
-    if mode == "files" and settings.files is None:
+    configure = bool(raw.get("CONFIGURE", True))
+    # With CONFIGURE=False, LOGGING does the set-up: a LOG_FILE is not needed (cleanup_audit_logs needs only the
+    # database), and files mode has nothing to check.
+    if configure and mode == "files" and settings.files is None:
         raise ConfigError(
             "FLOCKLOG MODE 'files' needs LOG_FILE, e.g. FLOCKLOG = {'LOG_FILE': BASE_DIR / 'logs/app.log'}"
         )
@@ -87,7 +90,7 @@ def read_settings(raw: dict[str, Any] | None) -> DjangoSettings:
         settings=settings,
         hub_address=str(hub_address) if hub_address else None,
         start_hub=start_hub,
-        configure=bool(raw.get("CONFIGURE", True)),
+        configure=configure,
     )
 
 
