@@ -47,7 +47,7 @@ def test_serve_stdout_delivers_every_writer_record_exactly_once(
         writer = obj["message"].split()[2]
         assert obj["pid"] == pids[writer]
         assert obj["logger"] == f"flocklog.stamps.{writer}"
-        assert obj["level"] == "INFO" and obj["ts"].endswith("Z")
+        assert obj["level"] == "INFO" and obj["time"].endswith("Z")
     assert "stdout" not in err or "records remain spooled" not in err
 
 

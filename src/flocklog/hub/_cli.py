@@ -47,10 +47,11 @@ def register(group: click.Group) -> None:
     @click.option(
         "--config",
         "config_path",
-        required=True,
+        default=None,
         type=click.Path(exists=True, dir_okay=False),
         help="logging dictConfig file (JSON, TOML or YAML); its root handlers write the records.",
     )
+    @click.option("--stdout", "to_stdout", is_flag=True, help="Also write every record to stdout as JSON lines.")
     @click.option("--unix", "unix_path", default=None, help="Listen on this Unix socket path (mode 0600).")
     @click.option("--tcp", "tcp_addr", default=None, help="Listen on HOST:PORT (non-loopback needs --secret).")
     @click.option("--secret", envvar="FLOCKLOG_HUB_SECRET", default=None, help="Shared secret: frames are HMAC'd.")
@@ -87,7 +88,8 @@ def register(group: click.Group) -> None:
         help="De-duplication watermark file (default: next to the Unix socket, or in a private temp directory).",
     )
     def serve(
-        config_path: str,
+        config_path: str | None,
+        to_stdout: bool,
         unix_path: str | None,
         tcp_addr: str | None,
         secret: str | None,
@@ -117,7 +119,14 @@ def register(group: click.Group) -> None:
                 raise click.UsageError(f"give --unix PATH and/or --tcp HOST:PORT (or set {ENV_ADDRESS})")
             addresses.append(env)
         try:
-            handlers = handlers_from_config(load_config(config_path))
+            from flocklog.hub.sinks import stdout_config
+
+            config = load_config(config_path) if config_path else None
+            if to_stdout:
+                config = stdout_config(config)
+            if config is None:
+                raise click.UsageError("give --config FILE and/or --stdout")
+            handlers = handlers_from_config(config)
             hub = Hub(
                 handlers,
                 addresses=addresses,

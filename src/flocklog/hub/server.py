@@ -433,6 +433,11 @@ class Hub:
             durable_dedup=self._dedup.path is not None,
             running=not self._stopping.is_set(),
         )
+        from flocklog.hub.sinks._base import sink_stats  # here: the sinks' spool uses fcntl, absent on Windows
+
+        sinks = sink_stats(self.handlers)
+        if sinks:  # each sink's sent/queued/spooled/dropped: a sink that is down shows here, not in the files
+            data["sinks"] = sinks
         return data
 
     def reopen(self) -> None:

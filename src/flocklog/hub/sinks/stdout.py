@@ -6,42 +6,13 @@ One process in the pod writes, so lines from many workers never interleave; the 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import sys
 from typing import IO, Any
 
+from flocklog.formatting import JSONFormatter
 from flocklog.hub.sinks._base import SinkHandler
-from flocklog.hub.sinks._fields import exception_text, extras, rfc3339, stack_text
-
-
-class _JSONLineFormatter(logging.Formatter):
-    """A minimal private JSON-lines encoder: stable key order, UTC RFC 3339 time, no line break inside a record.
-
-    Stand-in until ``flocklog.JSONFormatter`` lands; the stdout sink then uses that instead.
-    """
-
-    def format(self, record: logging.LogRecord) -> str:
-        obj: dict[str, Any] = {
-            "ts": rfc3339(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "pid": record.process,
-            "thread": record.thread,
-            "thread_name": record.threadName,
-            "process_name": record.processName,
-        }
-        exc = exception_text(record, self)
-        if exc:
-            obj["exc_text"] = exc
-        stack = stack_text(record)
-        if stack:
-            obj["stack_info"] = stack
-        for key, value in extras(record).items():
-            obj.setdefault(key, value)
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 class StdoutHandler(SinkHandler):
@@ -57,7 +28,7 @@ class StdoutHandler(SinkHandler):
     def __init__(self, level: int | str = logging.NOTSET, *, stream: IO[str] | None = None, **options: Any) -> None:
         self.stream = stream  # before the base starts a sender for a predecessor's spool
         super().__init__(level, **options)
-        self.setFormatter(_JSONLineFormatter())
+        self.setFormatter(JSONFormatter())  # the container convention: one JSON object per line
 
     def prepare(self, record: logging.LogRecord) -> Any:
         return self.format(record).replace("\n", "\\n") + "\n"
