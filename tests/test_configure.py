@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.config
 import socket
 import subprocess
 import sys
@@ -336,3 +337,32 @@ def test_one_config_error_per_bad_file_option_from_every_entry_point(
     if "rotate" not in options:
         with pytest.raises(ConfigError, match=message):
             flocklog.configure(log_file, **options)  # type: ignore[arg-type]
+
+
+def test_configure_format_json_writes_one_json_object_per_line(tmp_path: Path) -> None:
+    """``format="json"`` is the JSON-lines switch; any other format is a byte-identical ``flocklog.Formatter``."""
+    log_file = tmp_path / "app.log"
+    code = (
+        "import logging, flocklog\n"
+        f"flocklog.configure({str(log_file)!r}, when=None, max_bytes=10_000_000, format='json')\n"
+        "logging.getLogger('jobs').warning('line one\\nline two', extra={'job': 7})\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    lines = log_file.read_text().splitlines()
+    assert len(lines) == 1
+    obj = json.loads(lines[0])
+    assert (obj["level"], obj["logger"], obj["message"], obj["job"]) == ("WARNING", "jobs", "line one\nline two", 7)
+    assert obj["time"].endswith("Z")
+
+
+def test_integration_logging_dicts_use_flocklog_formatters() -> None:
+    from flocklog.contrib.django import logging_settings
+    from flocklog.contrib.uvicorn import log_config
+
+    for config in (logging_settings(mode="hub", format="json"), log_config(format="json")):
+        logging.config.dictConfig({**config, "root": {"handlers": [], "level": "INFO"}, "handlers": {}})
+        built = logging.config.DictConfigurator(config).configure_formatter(config["formatters"]["flocklog"])
+        assert isinstance(built, flocklog.JSONFormatter), built
+    text = logging_settings(mode="hub", format="{message}")["formatters"]["flocklog"]
+    built = logging.config.DictConfigurator({}).configure_formatter(dict(text))
+    assert isinstance(built, flocklog.Formatter)

@@ -103,13 +103,10 @@ def hub_address(text: str) -> str:
 
 
 def make_formatter(format: str, style: Literal["%", "{", "$"] = "{") -> logging.Formatter:
-    try:
-        return logging.Formatter(format, style=style)
-    except ValueError as exc:  # "invalid format: no fields" says nothing about which style was expected
-        raise ConfigError(
-            f"format {format!r} is not a valid {style}-style format ({exc}): pass style='%' for "
-            "'%(message)s' formats, style='{' for '{message}' ones"
-        ) from None
+    """``flocklog.Formatter`` (byte-identical to the stdlib's, cheaper), or JSON lines for ``format="json"``."""
+    from flocklog.formatting import make_formatter as build
+
+    return build(format, style=style)
 
 
 def build_file_handler(settings: FileSettings) -> logging.Handler:

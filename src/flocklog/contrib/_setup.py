@@ -129,7 +129,9 @@ def logging_dict(
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"flocklog": {"format": settings.format, "style": settings.style}},
+        "formatters": {
+            "flocklog": {"()": "flocklog.formatting.make_formatter", "format": settings.format, "style": settings.style}
+        },
         "handlers": {"flocklog": handler},
         "root": {"handlers": ["flocklog"], "level": settings.level},
         "loggers": loggers or {},

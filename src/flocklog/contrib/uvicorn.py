@@ -52,7 +52,7 @@ def log_config(
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"flocklog": {"format": format, "style": "{"}},
+        "formatters": {"flocklog": {"()": "flocklog.formatting.make_formatter", "format": format, "style": "{"}},
         "handlers": {"flocklog": handler},
         "loggers": {name: {"handlers": [], "level": level_name, "propagate": True} for name in _UVICORN_LOGGERS},
         "root": {"handlers": ["flocklog"], "level": level_name},
