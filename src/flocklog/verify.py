@@ -285,10 +285,13 @@ def verify_paths(paths: list[str], options: VerifyOptions | None = None) -> Repo
         lines = data.split(b"\n")
         if lines[-1]:
             file_report.torn += 1  # the last record has no terminator: a partial write
+        second: int | None = None  # the last stamped record's second: where a line without a stamp was written
         for raw in lines[:-1]:
             line = raw.decode("utf-8", errors="replace").rstrip("\r")
             if MARK not in line:
                 file_report.foreign += 1
+                if second is not None:  # a framework's own lines fill files too: count their bytes, or a full
+                    bytes_per_second[second] += len(raw) + 1  # archive of them looks like an early rotation
                 continue
             stamp = _stamp_of(line)
             if stamp is None:
@@ -301,7 +304,8 @@ def verify_paths(paths: list[str], options: VerifyOptions | None = None) -> Repo
             key = (stamp.run, stamp.writer)
             seqs.setdefault(key, Counter())[stamp.seq] += 1
             first_seen[key] = min(first_seen.get(key, stamp.created), stamp.created)
-            bytes_per_second[int(stamp.created)] += len(raw) + 1
+            second = int(stamp.created)
+            bytes_per_second[second] += len(raw) + 1
             if file_report.first_created is None or stamp.created < file_report.first_created:
                 file_report.first_created = stamp.created
             if file_report.last_created is None or stamp.created > file_report.last_created:

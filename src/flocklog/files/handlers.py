@@ -676,7 +676,9 @@ class RotatingFileHandler(_SafeFileMixin, _StdRotating):
         self._maintenance.kick()
 
     def _fits_one_write(self, records: Sequence[logging.LogRecord], size: int) -> bool:
-        return self.maxBytes <= 0 or self.backupCount <= 0 or size <= self.maxBytes
+        # Only a chunk that fits in the live file as it is: one that does not is written record by record, so the
+        # file is filled up to maxBytes before it rotates, as single emits would (never an archive half empty).
+        return self.maxBytes <= 0 or self.backupCount <= 0 or self._end + size < self.maxBytes
 
     def _emit_bytes(self, record: logging.LogRecord, data: bytes) -> None:
         fd = self._fd
