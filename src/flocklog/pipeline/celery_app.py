@@ -21,17 +21,9 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_init, worker_process_init
 
-from flocklog.pipeline.record import ExecutionRecord
-from flocklog.pipeline.transports import (
-    QUEUE,
-    RECEIPT_PREFIX,
-    TASK_NAME,
-    broker_timeout,
-    env_number,
-    receipt_client,
-    task_max_retries,
-    visibility_timeout,
-)
+from flocklog.pipeline.protocol import QUEUE, RECEIPT_PREFIX, TASK_NAME, receipt_client
+from flocklog.pipeline.settings import broker_timeout, env_number, task_max_retries, visibility_timeout
+from flocklog.record import ExecutionRecord
 
 DEFAULT_BROKER_DIR = ".flocklog/broker"
 _stores: dict[tuple[int, str, str], Any] = {}
