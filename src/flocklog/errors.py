@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "ConfigError",
+    "FlocklogError",
+    "FrameError",
+    "HubError",
+    "PipelineError",
+    "SerializationError",
+    "StoreError",
+]
+
 
 class FlocklogError(Exception):
     """Root of every error flocklog raises on purpose; catch this to catch them all."""

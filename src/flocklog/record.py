@@ -15,6 +15,8 @@ from typing import Any
 
 from flocklog.errors import SerializationError
 
+__all__ = ["DEFAULT_MAX_RECORD_BYTES", "HOST", "MAX_DEPTH", "MAX_INT_BITS", "ExecutionRecord"]
+
 HOST = socket.gethostname()
 
 _VERSION_MASK = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)

@@ -30,6 +30,17 @@ from typing import Any
 from flocklog.errors import ConfigError
 from flocklog.stamps import MARK, ParsedStamp, parse_stamp, read_ledger
 
+__all__ = [
+    "FileReport",
+    "Report",
+    "VerifyOptions",
+    "WriterReport",
+    "collect_files",
+    "read_expect_file",
+    "render_report",
+    "verify_paths",
+]
+
 # The stdlib's archive suffixes (logging.handlers.TimedRotatingFileHandler), by ``when``.
 _SUFFIX_FORMATS: dict[str, tuple[str, str]] = {
     "S": ("%Y-%m-%d_%H-%M-%S", r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}"),
