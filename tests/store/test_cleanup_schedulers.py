@@ -97,11 +97,13 @@ def test_beat_task_refuses_a_bad_retention_setting(tmp_path: Path, monkeypatch: 
     assert len(ages_left(tmp_path / "store.db")) == len(AGES)
 
 
-def run_django(tmp_path: Path, settings: str, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_django(
+    tmp_path: Path, settings: str, args: list[str], env: dict[str, str], command: str = "cleanup_audit_logs"
+) -> subprocess.CompletedProcess[str]:
     (tmp_path / "flk_settings.py").write_text(textwrap.dedent(settings))
     env = {**env, "PYTHONPATH": f"{tmp_path}:{env['PYTHONPATH']}", "DJANGO_SETTINGS_MODULE": "flk_settings"}
     return subprocess.run(
-        [sys.executable, "-m", "django", "cleanup_audit_logs", *args],
+        [sys.executable, "-m", "django", command, *args],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -225,3 +227,16 @@ def test_a_real_worker_resolves_the_task_by_name_through_the_installed_preset(
         worker.terminate()
         output = worker.communicate(timeout=60)[0]
     assert "Traceback" not in output, output
+
+
+def test_django_command_answers_to_the_execution_log_name_too(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
+    url = make_store(tmp_path / "store.db", AGES)
+    settings = """
+        SECRET_KEY = "x"
+        INSTALLED_APPS = ["flocklog.contrib.django"]
+        FLOCKLOG = {"CONFIGURE": False}
+    """
+    env = {**subprocess_env, "FLOCKLOG_DATABASE_URL": url}
+    dry = run_django(tmp_path, settings, ["--days", "300", "--dry-run"], env, command="cleanup_execution_logs")
+    assert dry.returncode == 0, dry.stderr
+    assert "would delete 5 rows" in dry.stdout
