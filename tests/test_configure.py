@@ -366,3 +366,26 @@ def test_integration_logging_dicts_use_flocklog_formatters() -> None:
     text = logging_settings(mode="hub", format="{message}")["formatters"]["flocklog"]
     built = logging.config.DictConfigurator({}).configure_formatter(dict(text))
     assert isinstance(built, flocklog.Formatter)
+
+
+def test_file_mode_reaches_the_handler_from_every_entry_point(tmp_path: Path) -> None:
+    """Logs shared between users need their permission bits set; every entry point takes ``file_mode``."""
+    import os
+    import stat
+
+    from flocklog._filesettings import FileSettings
+    from flocklog.contrib.django import logging_settings
+
+    log_file = tmp_path / "shared.log"
+    code = (
+        "import logging, os, flocklog\n"
+        "os.umask(0o077)\n"  # a umask that would hide the set from the group, overridden by file_mode
+        f"flocklog.configure({str(log_file)!r}, file_mode='0640')\n"
+        "logging.getLogger('x').warning('shared')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    assert stat.S_IMODE(os.stat(log_file).st_mode) == 0o640
+    handler = logging_settings(log_file=tmp_path / "d.log", file_mode=0o640)["handlers"]["flocklog"]
+    assert handler["file_mode"] == 0o640
+    with pytest.raises(ConfigError, match="file_mode"):
+        FileSettings.parse(tmp_path / "e.log", file_mode="rw-r-----")

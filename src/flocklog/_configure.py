@@ -32,6 +32,7 @@ def configure(
     compress: bool = DEFAULTS["compress"],
     max_age: float | None = DEFAULTS["max_age"],
     encoding: str = DEFAULTS["encoding"],
+    file_mode: int | str | None = DEFAULTS["file_mode"],
     level: str | int = "INFO",
     format: str = PID_TID_FORMAT,
     style: Literal["%", "{", "$"] = "{",
@@ -66,6 +67,7 @@ def configure(
         "compress": compress,
         "max_age": max_age,
         "encoding": encoding,
+        "file_mode": file_mode,
     }
     handler: logging.Handler
     if log_file is None:

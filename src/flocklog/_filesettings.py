@@ -22,7 +22,17 @@ from flocklog.errors import ConfigError
 __all__ = ["DEFAULTS", "FILE_OPTIONS", "FileOptions", "FileSettings", "parse_when"]
 
 #: The option names every entry point accepts (keyword arguments; ``FLOCKLOG`` keys are their upper case).
-FILE_OPTIONS = ("when", "interval", "utc", "backup_count", "max_bytes", "compress", "max_age", "encoding")
+FILE_OPTIONS = (
+    "when",
+    "interval",
+    "utc",
+    "backup_count",
+    "max_bytes",
+    "compress",
+    "max_age",
+    "encoding",
+    "file_mode",
+)
 
 #: The defaults every entry point shares: rotate at local midnight, keep a week.
 DEFAULTS: dict[str, Any] = {
@@ -34,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "compress": False,
     "max_age": None,
     "encoding": "utf-8",
+    "file_mode": None,  # permission bits of the log, its archives and lock file (None: the umask decides)
 }
 
 
@@ -48,6 +59,7 @@ class FileOptions(TypedDict, total=False):
     compress: bool
     max_age: float | None
     encoding: str
+    file_mode: int | str | None
 
 
 _WHEN = re.compile(r"S|M|H|D|MIDNIGHT|W[0-6]")
@@ -99,6 +111,20 @@ def _max_age(value: object) -> float | None:
     return float(value)
 
 
+def _file_mode(value: object) -> int | None:
+    """Permission bits such as ``0o640``; from an environment variable or a CLI, an octal string (``"0640"``)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = int(value.strip(), 8)
+        except ValueError:
+            raise ConfigError(f"file_mode must be octal permission bits such as '0640', got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o7777:
+        raise ConfigError(f"file_mode must be permission bits such as 0o640, got {value!r}")
+    return value
+
+
 def _encoding(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"encoding must be a codec name such as 'utf-8', got {value!r}")
@@ -126,6 +152,7 @@ class FileSettings:
     compress: bool = False
     max_age: float | None = None
     encoding: str = "utf-8"
+    file_mode: int | None = None
 
     @classmethod
     def parse(cls, path: str | os.PathLike[str], **options: Any) -> FileSettings:
@@ -158,6 +185,7 @@ class FileSettings:
             compress=_flag("compress", given["compress"]),
             max_age=_max_age(given["max_age"]),
             encoding=_encoding(given["encoding"]),
+            file_mode=_file_mode(given["file_mode"]),
         )
 
     def options(self) -> dict[str, Any]:
@@ -190,6 +218,8 @@ class FileSettings:
             "compress": self.compress,
             "max_age": self.max_age,
         }
+        if self.file_mode is not None:  # logs shared between users (a group-readable set)
+            kwargs["file_mode"] = self.file_mode
         if self.when is not None:
             kwargs.update(when=self.when, interval=self.interval, utc=self.utc)
         return kwargs

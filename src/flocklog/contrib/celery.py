@@ -126,7 +126,8 @@ def setup(
     ``logging_config``) and every process sends to it; with ``hub_address`` the worker attaches to a hub that
     already runs (``flocklog serve``) instead. ``mode='files'``: every process writes ``log_file`` directly.
     ``level`` defaults to the worker's ``-l``. The file options (``when``, ``interval``, ``utc``,
-    ``backup_count``, ``max_bytes``, ``compress``, ``max_age``, ``encoding``) are those of every flocklog entry
+    ``backup_count``, ``max_bytes``, ``compress``, ``max_age``, ``encoding``,
+    ``file_mode``) are those of every flocklog entry
     point (:class:`flocklog._filesettings.FileSettings`); ``when=None, max_bytes=...`` rotates by size only.
     A bad value raises :class:`ConfigError` here, naming it.
     """

@@ -107,7 +107,8 @@ def hooks(
     """Build the hooks; checks every option and the log directory now, so a mistake stops gunicorn with one line.
 
     The file options (``when``, ``interval``, ``utc``, ``backup_count``, ``max_bytes``, ``compress``,
-    ``max_age``, ``encoding``) are those of every flocklog entry point; ``when=None, max_bytes=...`` rotates by
+    ``max_age``, ``encoding``,
+    ``file_mode``) are those of every flocklog entry point; ``when=None, max_bytes=...`` rotates by
     size only. With ``hub_address`` the workers send to a hub that already runs (``flocklog serve``) and the
     master starts none; with ``logging_config`` the hub's handlers come from that dictConfig instead of
     ``log_file``. For uWSGI use :mod:`flocklog.contrib.uwsgi`.

@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compress", action="store_true")
     parser.add_argument("--max-age", default=None, help="delete archives older than this many seconds")
     parser.add_argument("--encoding", default="utf-8")
+    parser.add_argument("--file-mode", default=None, help="permission bits of the log files, octal (e.g. 0640)")
     parser.add_argument("--level", default="INFO")
     parser.add_argument("--hub-address", default=None, help="attach to this running hub instead of starting one")
     parser.add_argument("uvicorn_args", nargs=argparse.REMAINDER, help="arguments for uvicorn, after --")
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                 compress=args.compress,
                 max_age=args.max_age,
                 encoding=args.encoding,
+                file_mode=args.file_mode,
             )
             hub = start_owned_hub(settings)
             address = hub.address

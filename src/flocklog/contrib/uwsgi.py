@@ -211,7 +211,8 @@ def install(
     """Make every uWSGI worker log into one rotating set; call it at the top of the WSGI module (or Django settings).
 
     The file options (``when``, ``interval``, ``utc``, ``backup_count``, ``max_bytes``, ``compress``,
-    ``max_age``, ``encoding``) are those of every flocklog entry point; ``when=None, max_bytes=...`` rotates by
+    ``max_age``, ``encoding``,
+    ``file_mode``) are those of every flocklog entry point; ``when=None, max_bytes=...`` rotates by
     size only. In hub mode they belong to the hub's ``logging.json`` (see :func:`hub_config`) and ``log_file`` is
     not used. Raises :class:`ConfigError` on a bad option, so the application does not load.
     """
