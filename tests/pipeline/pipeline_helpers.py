@@ -73,6 +73,19 @@ class Worker:
                 self.kill()
 
 
+def service_env(tmp_path: Path, broker: str, database: str, table: str, **extra: str) -> dict[str, str]:
+    """The environment of a producer or worker on real services, its spool and dead letters under ``tmp_path``."""
+    return pipeline_env(
+        dict(os.environ),
+        FLOCKLOG_BROKER_URL=broker,
+        FLOCKLOG_DATABASE_URL=database,
+        FLOCKLOG_TABLE=table,
+        FLOCKLOG_SPOOL_DIR=str(tmp_path / "spool"),
+        FLOCKLOG_DEAD_LETTER_DIR=str(tmp_path / "dead"),
+        **extra,
+    )
+
+
 def _produce(env: dict[str, str], count: int, batch_size: int, pause_every: int, pause: float) -> None:
     os.environ.update(env)
     from flocklog.pipeline.logger import ExecutionLogger

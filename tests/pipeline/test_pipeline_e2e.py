@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from pipeline_helpers import (
     Worker,
     count_rows,
     drop_table,
-    pipeline_env,
+    service_env,
     start_producers,
     wait_until,
 )
@@ -30,18 +29,6 @@ def table(postgres_dsn: str) -> Iterator[str]:
     name = f"flk_e2e_{uuid.uuid4().hex[:10]}"
     yield name
     drop_table(postgres_dsn, name)
-
-
-def _env(tmp_path: Path, broker: str, database: str, table: str, **extra: str) -> dict[str, str]:
-    return pipeline_env(
-        dict(os.environ),
-        FLOCKLOG_BROKER_URL=broker,
-        FLOCKLOG_DATABASE_URL=database,
-        FLOCKLOG_TABLE=table,
-        FLOCKLOG_SPOOL_DIR=str(tmp_path / "spool"),
-        FLOCKLOG_DEAD_LETTER_DIR=str(tmp_path / "dead"),
-        **extra,
-    )
 
 
 def _join(procs: list) -> None:  # type: ignore[type-arg]  # multiprocessing process objects
@@ -76,7 +63,7 @@ def _assert_exactly(dsn: str, table: str, worker_log: Path, broker: str | None =
 def test_four_producers_ten_thousand_records_exactly_ten_thousand_rows(
     tmp_path: Path, redis_url: str, postgres_dsn: str, table: str
 ) -> None:
-    env = _env(tmp_path, redis_url, postgres_dsn, table)
+    env = service_env(tmp_path, redis_url, postgres_dsn, table)
     worker = Worker(env, tmp_path / "worker.log")
     worker.start()
     try:
@@ -90,7 +77,7 @@ def test_four_producers_ten_thousand_records_exactly_ten_thousand_rows(
 def test_redis_stopped_mid_run_spools_then_replays_exactly_once(tmp_path: Path, postgres_dsn: str, table: str) -> None:
     redis = PrivateRedis(tmp_path)
     redis.start()
-    env = _env(tmp_path, redis.url, postgres_dsn, table)
+    env = service_env(tmp_path, redis.url, postgres_dsn, table)
     worker = Worker(env, tmp_path / "worker.log")
     worker.start()
     try:
@@ -114,7 +101,9 @@ def test_worker_killed_mid_batch_and_restarted_loses_and_duplicates_nothing(
     # A short visibility timeout so the batches the dead worker held unacked come back quickly.
     # kombu's Redis transport can lose the batch a worker had popped but not yet recorded as unacked: the
     # producers' receipt check (a short timeout here) resends what the worker never confirmed.
-    env = _env(tmp_path, redis_url, postgres_dsn, table, FLOCKLOG_VISIBILITY_TIMEOUT="3", FLOCKLOG_RECEIPT_TIMEOUT="5")
+    env = service_env(
+        tmp_path, redis_url, postgres_dsn, table, FLOCKLOG_VISIBILITY_TIMEOUT="3", FLOCKLOG_RECEIPT_TIMEOUT="5"
+    )
     worker = Worker(env, tmp_path / "worker.log")
     worker.start()
     try:
@@ -138,7 +127,7 @@ def test_postgres_unreachable_for_a_while_retries_then_lands_exactly(
     proxy = CuttableProxy(pg_port)
     proxy.start()
     via_proxy = postgres_dsn.replace(f":{pg_port}/", f":{proxy.port}/")
-    env = _env(tmp_path, redis_url, via_proxy, table)
+    env = service_env(tmp_path, redis_url, via_proxy, table)
     worker = Worker(env, tmp_path / "worker.log")
     worker.start()
     try:

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import CuttableProxy, Worker, count_rows, drop_table, pipeline_env, wait_until
+from pipeline_helpers import CuttableProxy, Worker, count_rows, drop_table, pipeline_env, service_env, wait_until
 
 from flocklog.pipeline.record import ExecutionRecord
 from flocklog.pipeline.transports import QUEUE, TASK_NAME, SpoolTransport
@@ -27,18 +27,6 @@ def table(postgres_dsn: str) -> Iterator[str]:
     name = f"flk_worker_{uuid.uuid4().hex[:10]}"
     yield name
     drop_table(postgres_dsn, name)
-
-
-def _env(tmp_path: Path, broker: str, database: str, table: str, **extra: str) -> dict[str, str]:
-    return pipeline_env(
-        dict(os.environ),
-        FLOCKLOG_BROKER_URL=broker,
-        FLOCKLOG_DATABASE_URL=database,
-        FLOCKLOG_TABLE=table,
-        FLOCKLOG_SPOOL_DIR=str(tmp_path / "spool"),
-        FLOCKLOG_DEAD_LETTER_DIR=str(tmp_path / "dead"),
-        **extra,
-    )
 
 
 def _record(message: str, **fields: object) -> ExecutionRecord:
@@ -83,7 +71,9 @@ def test_a_batch_whose_database_stays_down_is_dead_lettered_after_all_retries_an
     proxy = CuttableProxy(pg_port)
     proxy.start()
     via_proxy = postgres_dsn.replace(f":{pg_port}/", f":{proxy.port}/")
-    env = _env(tmp_path, redis_url, via_proxy, table, FLOCKLOG_TASK_RETRY_DELAY="0.05", FLOCKLOG_TASK_MAX_RETRIES="8")
+    env = service_env(
+        tmp_path, redis_url, via_proxy, table, FLOCKLOG_TASK_RETRY_DELAY="0.05", FLOCKLOG_TASK_MAX_RETRIES="8"
+    )
     log = tmp_path / "worker.log"
     worker = Worker(env, log, concurrency=1)
     worker.start()
@@ -114,7 +104,7 @@ def test_a_batch_whose_database_stays_down_is_dead_lettered_after_all_retries_an
 def test_a_worker_whose_database_is_unreachable_refuses_to_start_in_one_line(
     tmp_path: Path, redis_url: str, table: str, how: str
 ) -> None:
-    env = _env(tmp_path, redis_url, DEAD_PG, table)
+    env = service_env(tmp_path, redis_url, DEAD_PG, table)
     if how == "flocklog worker":
         args = [sys.executable, "-m", "flocklog.cli", "worker", "--pool", "solo"]
     else:
@@ -172,7 +162,7 @@ def test_replaying_a_spool_with_poison_records_to_celery_stores_every_good_row_a
 ) -> None:
     _, bad = _poison_spool(tmp_path / "old-spool", good=196, poison_every=49)
     assert len(bad) == 4
-    env = _env(tmp_path, redis_url, postgres_dsn, table)
+    env = service_env(tmp_path, redis_url, postgres_dsn, table)
     log = tmp_path / "worker.log"
     worker = Worker(env, log, concurrency=1)
     worker.start()
@@ -197,7 +187,7 @@ def test_replaying_direct_stores_past_a_poison_file_and_keeps_going(
     _, bad = _poison_spool(spool, good=50, poison_every=25)  # the oldest file holds the poison
     later = [_record("later", i=i) for i in range(30)]
     SpoolTransport(spool).send(later)
-    env = _env(tmp_path, "redis://127.0.0.1:1/0", postgres_dsn, table)
+    env = service_env(tmp_path, "redis://127.0.0.1:1/0", postgres_dsn, table)
     replay = _cli(env, "spool", "replay", "--to", "direct")
     assert replay.returncode == 0, replay.stderr
     assert count_rows(postgres_dsn, table) == (80, 80)
