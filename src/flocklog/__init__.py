@@ -29,7 +29,7 @@ _LAZY: dict[str, str] = {
     "ConcurrentTimedRotatingFileHandler": "flocklog.files.handlers",
     "HubHandler": "flocklog.hub.client",
     "ExecutionLogger": "flocklog.pipeline.logger",
-    "ExecutionLogHandler": "flocklog.pipeline.logger",
+    "ExecutionLogHandler": "flocklog.pipeline.handler",
     "configure": "flocklog._configure",
     "Formatter": "flocklog.formatting",
     "JSONFormatter": "flocklog.formatting",
@@ -46,7 +46,8 @@ if TYPE_CHECKING:
     )
     from flocklog.formatting import Formatter, JSONFormatter, make_formatter
     from flocklog.hub.client import HubHandler
-    from flocklog.pipeline.logger import ExecutionLogger, ExecutionLogHandler
+    from flocklog.pipeline.handler import ExecutionLogHandler
+    from flocklog.pipeline.logger import ExecutionLogger
 
 
 def __getattr__(name: str) -> Any:
