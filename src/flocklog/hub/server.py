@@ -36,9 +36,9 @@ from typing import Any
 
 from flocklog import _lifecycle
 from flocklog.errors import ConfigError, FrameError, HubError
-from flocklog.hub import frames
+from flocklog.hub import _crashpoints, frames
 from flocklog.hub._address import Address, parse_address, resolve_secret
-from flocklog.hub._dedup import Watermarks
+from flocklog.hub._dedup import Watermarks, file_marks, roll_back
 from flocklog.hub._loop import Accounting, Conn, Loop
 from flocklog.hub._spool import unsafe_reason, user_tag
 
@@ -69,6 +69,8 @@ _COUNTERS = (
     "read_pauses",
     "loop_errors",
     "writer_errors",
+    "batches_rolled_back",
+    "rollbacks_failed",
 )
 
 
@@ -177,8 +179,13 @@ class Hub:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._counters = dict.fromkeys(_COUNTERS, 0)
         self._counter_lock = threading.Lock()
-        self._dedup = Watermarks(os.fspath(state_path) if state_path is not None else None, _MAX_TRACKED_CLIENTS)
+        self._crash = _crashpoints.from_env()
+        self._dedup = Watermarks(
+            os.fspath(state_path) if state_path is not None else None, _MAX_TRACKED_CLIENTS, crash=self._crash
+        )
         self._client_stats: dict[str, tuple[int, int]] = {}
+        self._files = [h for h in self.handlers if isinstance(getattr(h, "baseFilename", None), str)]
+        self._roll_back_unfinished_batch()
         self._stopping = threading.Event()
         self._stopped = False
         self._started = time.time()
@@ -273,6 +280,32 @@ class Hub:
                 with contextlib.suppress(OSError):
                     os.unlink(addr.path)
 
+    def _roll_back_unfinished_batch(self) -> None:
+        """A hub killed while writing a batch left part or all of it unrecorded: cut its files back to before it.
+
+        The client never got the ack, so it sends the batch again and it is written whole, once (see ``_dedup``).
+        """
+        marks = self._dedup.dangling
+        if not marks:
+            return
+        cut, failed = roll_back(marks)
+        if failed:
+            self._counters["rollbacks_failed"] += 1
+            log.warning(
+                "flocklog hub: cannot take back the batch a crash interrupted in %s (rotated, replaced or "
+                "unwritable since): its records may appear twice",
+                ", ".join(failed),
+            )
+        else:
+            self._counters["batches_rolled_back"] += 1
+        if cut:
+            log.warning("flocklog hub: cut %s back to before the batch a crash interrupted", ", ".join(cut))
+            for handler in self._files:
+                if handler.baseFilename in cut:  # type: ignore[attr-defined]  # checked in _files
+                    with contextlib.suppress(Exception):
+                        reopen_handler(handler)  # its idea of the file's size is stale
+        self._dedup.settle()
+
     def _count(self, name: str, n: int = 1) -> None:
         with self._counter_lock:
             self._counters[name] += n
@@ -334,8 +367,14 @@ class Hub:
             self._count("duplicate_batches")
             bad, first_error = self._check_records(recs)  # a resend is checked as strictly as the first send
         else:
+            if self._files and self._dedup.path is not None:
+                self._dedup.begin(cid, seq, file_marks(self._files))
             bad, first_error = self._write_records(recs)
+            if self._crash is not None:
+                self._crash.check("after_write")
             self._dedup.record(cid, seq)  # after the write, before the ack: a resend after a crash is skipped
+            if self._crash is not None:
+                self._crash.check("after_watermark")
         self._client_stats[cid] = (stats[0], stats[1])
         if len(self._client_stats) > _MAX_TRACKED_CLIENTS:
             self._client_stats.pop(next(iter(self._client_stats)))
@@ -393,6 +432,8 @@ class Hub:
         """Hand records to every handler: flocklog's file handlers take a whole chunk in one write."""
         if not records:
             return
+        if self._crash is not None and self._crash.due("mid_write"):
+            _crashpoints.write_half_and_die(self.handlers, records)
         for handler in self.handlers:
             level = handler.level
             batch_emit = getattr(handler, "emit_batch", None)
