@@ -125,6 +125,26 @@ def test_a_spool_left_by_an_exited_writer_is_replayed_by_a_new_client_before_it_
     assert not list(spool.glob("*.spool"))
 
 
+def test_flocklog_serve_replays_the_spool_of_an_exited_writer_with_no_client_starting_at_all(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    sock, spool, log_path = tmp_path / "hub.sock", tmp_path / "spool", tmp_path / "hub.log"
+    run_script(SPOOLER, subprocess_env, f"unix:{sock}", str(spool), "700")  # the hub was down; the writer exited
+    assert len(list(spool.glob("*.spool"))) == 1
+
+    def replayed() -> int:
+        return sum(line.startswith("spooled ") for line in log_path.read_text().splitlines())
+
+    env = dict(subprocess_env, FLOCKLOG_HUB_SPOOL_DIR=str(spool))  # serve's default: the clients' spool dir
+    proc, _ = serve(tmp_path, log_path, env, sock=sock)
+    try:
+        wait_until(lambda: log_path.exists() and replayed() == 700, 60, "serve to replay the abandoned spool")
+        wait_until(lambda: not list(spool.glob("*.spool")), 60, "the replayed spool to be removed")
+    finally:
+        stop_serve(proc)
+    assert replayed() == 700
+
+
 def test_a_partly_replayed_spool_is_resumed_where_the_killed_replayer_stopped(
     tmp_path: Path, subprocess_env: dict[str, str]
 ) -> None:
