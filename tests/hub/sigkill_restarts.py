@@ -2,8 +2,9 @@
 
 Run ``python tests/hub/sigkill_restarts.py --runs 25 --kills 4`` for 100 kills (the figure in issue #10; ``--pause 0``
 makes full batches, so more kills land inside a long write); the test suite runs a few kills through :func:`one_run`,
-and ``test_crash_windows.py`` kills the hub at each named point of a batch instead of at random. Writers are separate interpreters logging stamped records through
-HubHandler; the hub writes through flocklog's RotatingFileHandler (the batch path: one write per chunk).
+and ``test_crash_windows.py`` kills the hub at each named point of a batch instead of at random. Writers are
+separate interpreters logging stamped records through HubHandler; the hub writes through flocklog's
+RotatingFileHandler (the batch path: one write per chunk).
 """
 
 from __future__ import annotations
