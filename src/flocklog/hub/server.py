@@ -404,17 +404,16 @@ class Hub:
             chunk: list[logging.LogRecord] = []
             for raw in recs[start : start + _WRITE_CHUNK]:
                 try:
-                    fields = frames.decode_record(raw)
+                    record, fixed = frames.read_record(raw, now)
                 except FrameError as exc:
                     bad += 1
                     first_error = first_error or str(exc)
                     continue
-                try:
-                    if frames.repair_record(fields, now):
-                        repaired += 1
-                    chunk.append(frames.build_record(fields))
                 except Exception:  # a record no repair could save: skipped and counted, never the whole hub
                     skipped += 1
+                    continue
+                repaired += fixed
+                chunk.append(record)
             self._emit(chunk)
             written += len(chunk)
         with self._counter_lock:
@@ -439,8 +438,10 @@ class Hub:
             batch_emit = getattr(handler, "emit_batch", None)
             if callable(batch_emit):
                 try:
-                    selected = [r for r in records if r.levelno >= level and handler.filter(r)]
-                    batch_emit(selected)
+                    if level <= 0 and not handler.filters:  # the usual hub handler: no per-record pass at all
+                        batch_emit(records)
+                    else:
+                        batch_emit([r for r in records if r.levelno >= level and handler.filter(r)])
                     continue
                 except Exception:  # a filter that raises: fall back to one record at a time, counted there
                     pass
