@@ -4,6 +4,19 @@
 for the hub's ack and, when the hub cannot be reached, appends the batch to a local spool file that is replayed in
 order (before anything newer) once the hub is back. Batches carry ``(client id, seq)`` so a resent batch that the
 hub already wrote is skipped there. After ``fork`` the child starts empty with a new client id and its own thread.
+The parts live beside it: the buffer (:mod:`._buffer`), the connector thread (:mod:`._connector`), the spool
+(:mod:`._spool`) and one connection (:mod:`._session`); this module is the handler and its sender.
+
+| field                                        | owner thread                              | lock                 |
+|----------------------------------------------|-------------------------------------------|----------------------|
+| ``_buffer`` (``_mutex`` is its mutex)        | emit() and the sender (see ``_buffer``)   | ``_mutex``           |
+| ``_closing``, ``_closed``, ``_close_quota``  | close() sets, sender and emit() read      | ``_mutex`` (set)     |
+| ``_deadline``                                | close() sets, the sender reads            | ``_mutex`` (set)     |
+| ``_session``, ``_seq``, ``_batch_limit``, ``_last_batch`` | the sender                   | none                 |
+| ``_thread``                                  | the first emit() or the constructor       | ``_mutex``           |
+| ``_stats``                                   | emit() (under ``_mutex``) and the sender  | ``_mutex`` for emit's|
+| ``_connector``, ``_spool``                   | the sender (their own locks inside)       | theirs               |
+| ``_wake``, ``_idle``                         | any (an Event, a Condition)               | their own            |
 """
 
 from __future__ import annotations

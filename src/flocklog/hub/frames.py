@@ -4,6 +4,8 @@ A frame on the wire is ``uint32 length`` + payload; with a shared secret the pay
 followed by the msgpack body. The tag covers the connection's nonce (sent by the hub in its hello), the direction
 and a per-direction frame counter, so a frame can neither be forged nor replayed into another connection or
 position. Decoding only ever builds plain data (str, int, float, bytes, list, dict) and type-checks every field.
+One concept, the bytes on the wire, over ~450 lines: the frame and the record inside it are checked against each
+other's limits (a record is cut to fit a frame), and both ends must agree on every line here. No state.
 """
 
 from __future__ import annotations
