@@ -145,6 +145,23 @@ def test_flocklog_serve_replays_the_spool_of_an_exited_writer_with_no_client_sta
     assert replayed() == 700
 
 
+def test_flocklog_serve_replays_a_spool_abandoned_while_it_runs(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
+    sock, spool, log_path = tmp_path / "hub.sock", tmp_path / "spool", tmp_path / "hub.log"
+    env = dict(subprocess_env, FLOCKLOG_HUB_SPOOL_DIR=str(spool))
+    proc, _ = serve(tmp_path, log_path, env, sock=sock)
+    try:
+        # A writer that could not reach this hub (a wrong address) spools into its directory and exits.
+        run_script(SPOOLER, subprocess_env, f"unix:{tmp_path / 'nowhere.sock'}", str(spool), "300")
+
+        def replayed() -> int:
+            return sum(line.startswith("spooled ") for line in log_path.read_text().splitlines())
+
+        wait_until(lambda: log_path.exists() and replayed() == 300, 60, "serve to replay the spool left meanwhile")
+        wait_until(lambda: not list(spool.glob("*.spool")), 60, "the replayed spool to be removed")
+    finally:
+        stop_serve(proc)
+
+
 def test_a_partly_replayed_spool_is_resumed_where_the_killed_replayer_stopped(
     tmp_path: Path, subprocess_env: dict[str, str]
 ) -> None:
