@@ -1,8 +1,10 @@
 """SIGKILL a busy ``flocklog serve`` at random moments and restart it; count lost, duplicated and torn records.
 
-Run ``python tests/hub/sigkill_restarts.py --runs 25 --kills 4`` for 100 kills (the figure in issue #10); the test
-suite runs a few kills through :func:`one_run`. Writers are separate interpreters logging stamped records through
-HubHandler; the hub writes through flocklog's RotatingFileHandler (the batch path: one write per chunk).
+Run ``python tests/hub/sigkill_restarts.py --runs 25 --kills 4`` for 100 kills (the figure in issue #10; ``--pause 0``
+makes full batches, so more kills land inside a long write); the test suite runs a few kills through :func:`one_run`,
+and ``test_crash_windows.py`` kills the hub at each named point of a batch instead of at random. Writers are
+separate interpreters logging stamped records through HubHandler; the hub writes through flocklog's
+RotatingFileHandler (the batch path: one write per chunk).
 """
 
 from __future__ import annotations
@@ -46,7 +48,14 @@ def _serve(config: Path, sock: Path, env: dict[str, str]) -> subprocess.Popen[st
 
 
 def one_run(
-    workdir: Path, env: dict[str, str], *, seed: int, kills: int = 1, writers: int = 4, count: int = 3000
+    workdir: Path,
+    env: dict[str, str],
+    *,
+    seed: int,
+    kills: int = 1,
+    writers: int = 4,
+    count: int = 3000,
+    pause: float = 0.0005,
 ) -> dict[str, Any]:
     """One run: ``writers`` processes log ``count`` records each while the hub is SIGKILLed ``kills`` times."""
     from flocklog.verify import VerifyOptions, verify_paths
@@ -62,7 +71,7 @@ def one_run(
     kwargs = json.dumps({"when_full": "block", "retry_interval": 0.1, "drain_timeout": 60})
     hub = _serve(config, sock, env)
     command = [sys.executable, "-m", "flocklog.testing", "--handler", "flocklog.HubHandler", "--kwargs", kwargs]
-    options = ["--run", run, "--count", str(count), "--pause", "0.0005", "--format", FORMAT]
+    options = ["--run", run, "--count", str(count), "--pause", str(pause), "--format", FORMAT]
     procs = [
         subprocess.Popen(
             [*command, *options, "--writer", f"w{i}"],
@@ -99,6 +108,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=25)
     parser.add_argument("--kills", type=int, default=4, help="SIGKILLs per run")
+    parser.add_argument(
+        "--pause", type=float, default=0.0005, help="seconds between records (0: full batches, long writes)"
+    )
+    parser.add_argument("--count", type=int, default=3000, help="records per writer")
     parser.add_argument("--dir", default=None, help="work directory (default: a temporary one)")
     parser.add_argument("--out", default=None, help="write the summary JSON here")
     args = parser.parse_args()
@@ -108,7 +121,7 @@ def main() -> int:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH", "")])))
     totals = {"runs": 0, "kills": 0, "records": 0, "lost": 0, "duplicated": 0, "torn": 0, "bad_runs": 0}
     for seed in range(args.runs):
-        result = one_run(base / f"run{seed}", env, seed=seed, kills=args.kills)
+        result = one_run(base / f"run{seed}", env, seed=seed, kills=args.kills, pause=args.pause, count=args.count)
         totals["runs"] += 1
         totals["kills"] += args.kills
         for key in ("records", "lost", "duplicated", "torn"):

@@ -153,3 +153,37 @@ def test_the_fast_encoder_produces_exactly_what_the_careful_encoder_does(
     fast = frames.encode_log_record(record, msg, 4096)
     careful = frames.encode_record(frames.record_to_fields(record, msg), 4096)
     assert fast == careful
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=wire_plain)
+def test_read_record_accepts_and_rejects_exactly_what_the_careful_path_does(value: object) -> None:
+    data = msgpack.packb(value, use_bin_type=True)
+    try:
+        careful = frames.decode_record(data)
+    except FrameError:
+        with pytest.raises(FrameError):
+            frames.read_record(data, 1.0)
+        return
+    repaired = frames.repair_record(careful, 1.0)
+    assert frames.read_record(data, 1.0)[1] == repaired
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    msg=st.text(max_size=50),
+    created=st.floats(allow_nan=True, allow_infinity=True) | st.integers(0, 2**40),
+    process=st.none() | st.integers(0, 2**31),
+    exc=st.none() | st.text(max_size=10),
+)
+def test_read_records_fast_path_builds_the_same_record_as_decode_repair_build(
+    msg: str, created: float, process: int | None, exc: str | None
+) -> None:
+    row = ["app", 20, "INFO", msg, created, process, "Main", 7, "T", "mod", 3, "fn", exc, None, None]
+    data = msgpack.packb(row, use_bin_type=True)
+    fields = frames.decode_record(data)
+    repaired = frames.repair_record(fields, 5.0)
+    careful = frames.build_record(fields).__dict__
+    fast, fast_repaired = frames.read_record(data, 5.0)
+    assert fast_repaired == repaired
+    assert fast.__dict__ == careful

@@ -42,7 +42,7 @@ def test_nan_and_infinite_created_are_repaired_counted_and_written_live_and_from
     env = dict(subprocess_env, FLOCKLOG_HUB_ADDRESS=f"unix:{sock}", FLOCKLOG_HUB_SPOOL_DIR=str(spool))
     # no hub yet: the poison is spooled by a process that then exits
     assert last_json(run_script(POISON_WRITER, env, "spooled", "0.3").stdout)["spooled"] == 103
-    proc, address = serve(tmp_path, log_path, env)
+    proc, address = serve(tmp_path, log_path, env, "--no-adopt-spools")  # the client, not serve, adopts here
     try:
         # a live client; it also adopts and replays the dead writer's poisoned spool
         stats = last_json(run_script(POISON_WRITER, env, "live", "30").stdout)

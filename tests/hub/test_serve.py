@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hubwriters import FORMAT, check
+from hubwriters import FORMAT, check, wait_until
 
 from flocklog.errors import ConfigError, HubError
 from flocklog.hub import query_status, start_hub
@@ -85,18 +85,21 @@ def test_hub_killed_with_sigkill_and_restarted_mid_run_loses_and_duplicates_noth
     log_path, sock, spool = tmp_path / "hub.log", tmp_path / "hub.sock", tmp_path / "spool"
     config = write_config(tmp_path, log_path)
     hub = start_serve(config, sock, subprocess_env)
-    writers = start_writers(f"unix:{sock}", subprocess_env, spool, run_id, n=4, count=3000, pause=0.0005)
+    address = f"unix:{sock}"
+    # Each writer needs >= 3 s (3000 pauses of 1 ms), the kill comes after a sixth of the records: on an idle or a
+    # loaded machine alike the writers are still logging when the hub dies, and spool across the outage.
+    writers = start_writers(address, subprocess_env, spool, run_id, n=4, count=3000, pause=0.001)
     try:
-        time.sleep(1.0)
+        wait_until(lambda: query_status(address)["records_written"] >= 2000, 120, "the hub to write 2000 records")
         hub.kill()  # SIGKILL: no drain, no ack for what was in flight
         hub.wait(10)
-        time.sleep(1.0)  # writers keep logging into their spools meanwhile
+        wait_until(lambda: any(spool.glob("*.spool")), 60, "a writer to spool during the outage")
         assert all(w.poll() is None for w in writers), "the writers must still be running across the outage"
         hub = start_serve(config, sock, subprocess_env)  # the dead hub's socket file is stale: reclaimed
         for w in writers:
             out, _ = w.communicate(timeout=120)
             assert w.returncode == 0 and out.strip() == "3000"
-        status = query_status(f"unix:{sock}")
+        status = query_status(address)
         assert status["clients_spooled"] > 0, "the outage must have been bridged by the spool"
     finally:
         hub.send_signal(signal.SIGTERM)

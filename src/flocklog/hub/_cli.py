@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -87,6 +88,17 @@ def register(group: click.Group) -> None:
         default=None,
         help="De-duplication watermark file (default: next to the Unix socket, or in a private temp directory).",
     )
+    @click.option(
+        "--spool-dir",
+        default=None,
+        help="Replay spools exited writers left here (default: $FLOCKLOG_HUB_SPOOL_DIR, else the clients' one).",
+    )
+    @click.option(
+        "--adopt-spools/--no-adopt-spools",
+        default=True,
+        show_default=True,
+        help="Look for abandoned client spools every second and replay them into this hub.",
+    )
     def serve(
         config_path: str | None,
         to_stdout: bool,
@@ -100,6 +112,8 @@ def register(group: click.Group) -> None:
         idle_timeout: float,
         handshake_timeout: float,
         state_path: str | None,
+        spool_dir: str | None,
+        adopt_spools: bool,
     ) -> None:
         """Run a log hub: clients (flocklog.HubHandler) send records, this process writes them once."""
         import signal
@@ -146,8 +160,26 @@ def register(group: click.Group) -> None:
         if hasattr(signal, "SIGHUP"):  # not on Windows
             signal.signal(signal.SIGHUP, lambda signum, frame: hub.reopen())
         click.echo(f"flocklog hub pid {hub.pid} listening on {', '.join(hub.addresses)}", err=True)
-        while not stop.wait(0.5):
-            pass
+        adopter = None
+        if adopt_spools:
+            from flocklog.hub._adopter import SpoolAdopter
+            from flocklog.hub._spool import default_spool_dir
+
+            adopter = SpoolAdopter(hub.addresses[0], secret, spool_dir or default_spool_dir())
+        failed = False
+        while True:
+            if adopter is not None:
+                try:
+                    adopter.poll()
+                except Exception as exc:  # never the end of the hub; said once
+                    if not failed:
+                        click.echo(f"flocklog hub: cannot replay abandoned spools: {exc}", err=True)
+                    failed = True
+            if stop.wait(0.5):
+                break
+        if adopter is not None:
+            with contextlib.suppress(Exception):
+                adopter.close()
         hub.stop(timeout=drain_timeout)
         status = hub.status()
         for handler in handlers:

@@ -1,14 +1,28 @@
-"""The hub's de-duplication watermark: the last batch seq written per client, kept in memory and, optionally, on disk.
+"""The hub's exactly-once journal: the last batch seq written per client, and the batch being written, on disk.
 
-Why on disk: a hub killed between writing a batch and acking it gets the batch again from the client after a
-restart; with the watermark only in memory it wrote that batch twice. The file is an append-only log of
-``uint32 length + msgpack [cid, seq]`` entries, one ``os.write`` per batch, made after the batch was written and
-before it is acked, so a SIGKILL at any moment leaves either the batch unwritten (the client resends it) or its
-entry present (the resend is skipped). The page cache survives a killed process; a power loss may lose the last
-entries (no fsync per batch: that would cost more than the write itself). A torn last entry is ignored on load,
-and the log is compacted (temporary file, then rename) when it grows past a few MiB.
+Why a journal and not only a watermark: a SIGKILL has three windows in which a watermark written after each batch
+is not enough, all seen in the 100-kill script: (1) between the batch's ``write`` and its watermark entry (two
+system calls; the writer may even wait for the GIL in between) the batch is on disk and unrecorded, so the resend
+was written again; (2) Linux stops a long ``write`` of a killed process between pages, so the file kept the first
+part of a batch, whose last record was cut in the middle (a torn line), and the resend wrote all of it again
+(duplicates, and the torn line swallowed the start of the next record); (3) an entry cut short by the kill was
+ignored on load but left in place, the next hub appended after it, and the load after the next restart stopped at
+the garbage, forgetting every later entry.
 
-Shared state: every field is owned by the hub's writer thread; nothing else touches it (no lock).
+So each new batch is framed by two entries: *begin* ``[cid, seq, [[path, dev, ino, size], ...]]`` (the size of
+each file handler's file before the batch) and *done* ``[cid, seq]`` after it. A hub that starts and finds a
+begin with no done (:attr:`Watermarks.dangling`) cuts those files back to their sizes (:func:`roll_back`): the
+batch is then either not on disk at all or fully there and recorded, and the client's resend is written or
+skipped accordingly. A torn last entry is cut off the file on load. Entries are ``uint32 length + msgpack``, one
+``os.write`` each; the page cache survives a killed process (a power loss may lose the last entries: no fsync
+per batch). The log is compacted (temporary file, then rename) past a few MiB.
+
+Limits (said in the README): the roll-back assumes the hub is the only writer of its files (it cuts back to a
+size; another process appending meanwhile would lose its lines, so the file's identity is checked and nothing is
+cut when the file was replaced); a batch that was being written to a handler without a file (stdout, syslog,
+OTLP) cannot be taken back, so those get the batch again after a crash in that window (at least once).
+
+Shared state: every field is owned by the hub's writer thread (the hub's constructor before it starts); no lock.
 """
 
 from __future__ import annotations
@@ -18,23 +32,75 @@ import contextlib
 import logging
 import os
 import struct
+from collections.abc import Sequence
 
 from flocklog.errors import FrameError
 from flocklog.hub import frames
+from flocklog.hub._crashpoints import CrashPoints, die
 
 log = logging.getLogger("flocklog.hub")
 
 _ENTRY_HEADER = struct.Struct(">I")
 _COMPACT_AT = 4 * 1024 * 1024
 
+#: A file as a batch found it: path, st_dev, st_ino, size (-1: it did not exist yet).
+FileMark = tuple[str, int, int, int]
+
+
+def file_marks(handlers: Sequence[logging.Handler]) -> list[FileMark]:
+    """The files ``handlers`` write, as they are before a batch: what a roll-back cuts them back to."""
+    marks: list[FileMark] = []
+    for handler in handlers:
+        path = getattr(handler, "baseFilename", None)
+        if not isinstance(path, str):
+            continue
+        stream = getattr(handler, "stream", None)  # the stdlib's handlers: the file really written, even if moved
+        try:
+            st = os.fstat(stream.fileno()) if stream is not None and hasattr(stream, "fileno") else os.stat(path)
+        except (OSError, ValueError):
+            marks.append((path, 0, 0, -1))
+        else:
+            marks.append((path, st.st_dev, st.st_ino, st.st_size))
+    return marks
+
+
+def roll_back(marks: Sequence[FileMark]) -> tuple[list[str], list[str]]:
+    """Cut each file back to its size before an unfinished batch; returns (paths cut, paths that could not be)."""
+    cut: list[str] = []
+    failed: list[str] = []
+    for path, dev, ino, size in marks:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue  # nothing of the batch is there
+        except OSError:
+            failed.append(path)
+            continue
+        if size >= 0 and (st.st_dev, st.st_ino) != (dev, ino):
+            failed.append(path)  # rotated or replaced since: cutting this file would cut someone else's lines
+            continue
+        keep = max(size, 0)
+        if st.st_size <= keep:
+            continue  # the kill came before anything reached this file
+        try:
+            os.truncate(path, keep)
+        except OSError:
+            failed.append(path)
+        else:
+            cut.append(path)
+    return cut, failed
+
 
 class Watermarks:
-    """``(client id -> last written seq)``; persisted to ``path`` when one is given."""
+    """``(client id -> last written seq)`` and the batch in progress; journaled to ``path`` when one is given."""
 
-    def __init__(self, path: str | None, max_clients: int) -> None:
+    def __init__(self, path: str | None, max_clients: int, *, crash: CrashPoints | None = None) -> None:
         self.path = path
+        self._crash = crash
         self.max_clients = max_clients
         self._last: collections.OrderedDict[str, int] = collections.OrderedDict()
+        #: The files of a batch whose begin entry has no done entry: the hub was killed while writing it.
+        self.dangling: list[FileMark] = []
         self._fd: int | None = None
         self._size = 0
         if path is not None:
@@ -53,16 +119,24 @@ class Watermarks:
             (length,) = _ENTRY_HEADER.unpack_from(data, pos)
             end = pos + _ENTRY_HEADER.size + length
             if end > len(data):
-                break  # a torn last entry: the batch it belonged to was never acked
+                break  # a torn last entry: a begin (nothing written yet) or a done (its batch is rolled back)
             try:
-                cid, seq = frames.unpack(data[pos + _ENTRY_HEADER.size : end])
+                entry = frames.unpack(data[pos + _ENTRY_HEADER.size : end])
             except (FrameError, TypeError, ValueError):
                 break
-            if isinstance(cid, str) and isinstance(seq, int):
-                self._remember(cid, seq)
+            if isinstance(entry, list) and len(entry) in (2, 3):
+                cid, seq = entry[0], entry[1]
+                if isinstance(cid, str) and isinstance(seq, int):
+                    if len(entry) == 2:
+                        self._remember(cid, seq)
+                        self.dangling = []
+                    else:
+                        self.dangling = _marks(entry[2])
             pos = end
         if pos != len(data):
-            log.warning("flocklog hub: ignored %d torn bytes at the end of %s", len(data) - pos, path)
+            # Cut it off: the next entries must follow a whole one, or the load after the next restart stops here.
+            log.warning("flocklog hub: removed %d torn bytes at the end of %s", len(data) - pos, path)
+            os.truncate(path, pos)
 
     def last(self, cid: str) -> int:
         return self._last.get(cid, -1)
@@ -73,23 +147,39 @@ class Watermarks:
         if len(self._last) > self.max_clients:
             self._last.popitem(last=False)
 
+    def begin(self, cid: str, seq: int, marks: list[FileMark]) -> None:
+        """Before batch ``seq`` of ``cid`` is written: the sizes its files are cut back to if it never finishes."""
+        if self._fd is not None and marks:
+            self._append(frames.pack([cid, seq, [list(mark) for mark in marks]]), "mid_begin")
+
     def record(self, cid: str, seq: int) -> None:
-        """Remember that batch ``seq`` of ``cid`` is written; on disk before the caller acks it."""
+        """Batch ``seq`` of ``cid`` is written: remembered, and on disk before the caller acks it."""
         self._remember(cid, seq)
-        if self._fd is None:
-            return
-        body = frames.pack([cid, seq])
+        written = self._fd is not None and self._append(frames.pack([cid, seq]), "mid_watermark")
+        if written and self._size > _COMPACT_AT:
+            self._compact()
+
+    def _append(self, body: bytes, crash_point: str) -> bool:
+        assert self._fd is not None
         entry = _ENTRY_HEADER.pack(len(body)) + body
+        if self._crash is not None and self._crash.due(crash_point):
+            os.write(self._fd, entry[: len(entry) // 2])
+            die()
         try:
             written = os.write(self._fd, entry)
             if written != len(entry):  # a full disk cut the entry short: no torn entry may precede later ones
                 os.ftruncate(self._fd, self._size)
                 raise OSError(f"short write ({written} of {len(entry)} bytes)")
         except OSError as exc:  # a full disk: the batch stays de-duplicated in memory, only a restart forgets it
-            log.warning("flocklog hub: cannot record the de-duplication watermark in %s: %s", self.path, exc)
-            return
+            log.warning("flocklog hub: cannot write the de-duplication journal %s: %s", self.path, exc)
+            return False
         self._size += len(entry)
-        if self._size > _COMPACT_AT:
+        return True
+
+    def settle(self) -> None:
+        """After a roll-back: rewrite the journal without the dangling begin, so no later start repeats it."""
+        self.dangling = []
+        if self._fd is not None:
             self._compact()
 
     def _compact(self) -> None:
@@ -102,8 +192,10 @@ class Watermarks:
                 for cid, seq in self._last.items():
                     body = frames.pack([cid, seq])
                     chunks.append(_ENTRY_HEADER.pack(len(body)) + body)
-                data = b"".join(chunks)
-                os.write(fd, data)
+                data = memoryview(b"".join(chunks))
+                done = 0
+                while done < len(data):
+                    done += os.write(fd, data[done:])
             finally:
                 os.close(fd)
             os.replace(tmp, self.path)
@@ -121,3 +213,17 @@ class Watermarks:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
+
+
+def _marks(raw: object) -> list[FileMark]:
+    marks: list[FileMark] = []
+    if isinstance(raw, list):
+        for item in raw:
+            if (
+                isinstance(item, list)
+                and len(item) == 4
+                and isinstance(item[0], str)
+                and all(type(v) is int for v in item[1:])
+            ):
+                marks.append((item[0], item[1], item[2], item[3]))
+    return marks

@@ -4,7 +4,9 @@ Why one thread and no thread per connection: 600 idle peers under a 512-task lim
 killed the accept loop for good, and a peer that never read its replies blocked the writer on a send. Here every
 socket is non-blocking; a reply is appended to its connection's output buffer and sent when the socket can take
 it, so no peer can block another; a peer whose unread replies pass a bound is cut off. Reading stops (back-pressure)
-while the bytes held for the writer pass the hub's memory bound, and starts again when it has caught up.
+while the bytes held for the writer pass the hub's memory bound, and starts again when it has caught up. One
+concept over ~480 lines: accepting, reading, checking and replying are steps of the same non-blocking loop over
+the same per-connection buffers; split, they would share every field of ``Conn``.
 
 | field                        | owner thread          | lock                                    |
 |------------------------------|-----------------------|-----------------------------------------|

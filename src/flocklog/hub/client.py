@@ -4,14 +4,24 @@
 for the hub's ack and, when the hub cannot be reached, appends the batch to a local spool file that is replayed in
 order (before anything newer) once the hub is back. Batches carry ``(client id, seq)`` so a resent batch that the
 hub already wrote is skipped there. After ``fork`` the child starts empty with a new client id and its own thread.
+The parts live beside it: the buffer (:mod:`._buffer`), the connector thread (:mod:`._connector`), the spool
+(:mod:`._spool`) and one connection (:mod:`._session`); this module is the handler and its sender.
+
+| field                                        | owner thread                              | lock                 |
+|----------------------------------------------|-------------------------------------------|----------------------|
+| ``_buffer`` (``_mutex`` is its mutex)        | emit() and the sender (see ``_buffer``)   | ``_mutex``           |
+| ``_closing``, ``_closed``, ``_close_quota``  | close() sets, sender and emit() read      | ``_mutex`` (set)     |
+| ``_deadline``                                | close() sets, the sender reads            | ``_mutex`` (set)     |
+| ``_session``, ``_seq``, ``_batch_limit``, ``_last_batch`` | the sender                   | none                 |
+| ``_thread``                                  | the first emit() or the constructor       | ``_mutex``           |
+| ``_stats``                                   | emit() (under ``_mutex``) and the sender  | ``_mutex`` for emit's|
+| ``_connector``, ``_spool``                   | the sender (their own locks inside)       | theirs               |
+| ``_wake``, ``_idle``                         | any (an Event, a Condition)               | their own            |
 """
 
 from __future__ import annotations
 
-import bisect
-import collections
 import contextlib
-import itertools
 import logging
 import os
 import sys
@@ -25,7 +35,9 @@ from flocklog import _lifecycle
 from flocklog.errors import ConfigError, FrameError, HubError
 from flocklog.hub import frames
 from flocklog.hub._address import resolve_address, resolve_secret
-from flocklog.hub._session import ClientSession, DowngradeError, Rejected
+from flocklog.hub._buffer import RecordBuffer
+from flocklog.hub._connector import Connector
+from flocklog.hub._session import ClientSession, Rejected
 from flocklog.hub._spool import ENV_SPOOL_DIR, Spool, default_spool_dir
 
 __all__ = ["ENV_SPOOL_DIR", "HubHandler", "default_spool_dir"]
@@ -100,20 +112,12 @@ class HubHandler(logging.Handler):
         self._pid = os.getpid()
         self._cid = uuid.uuid4().hex
         self._seq = 0
-        self._mutex = threading.Lock()
-        self._space = threading.Condition(self._mutex)
+        self._buffer = RecordBuffer()
+        self._mutex = self._buffer.mutex  # guards the buffer and the closing state below
         self._wake = threading.Event()
         self._idle = threading.Condition(threading.Lock())
-        self._buf: collections.deque[bytes] = collections.deque()  # emit() appends here (under _mutex)
-        # The sender's share, taken from _buf whole; records before _carry_pos have been sent. A list, so that a
-        # batch is cut by slicing in C rather than a Python loop (see _take_batch).
-        self._carry: list[bytes] = []
-        self._carry_pos = 0
-        self._carry_len = 0
-        self._inflight = 0
         self._thread: threading.Thread | None = None
         self._session: ClientSession | None = None
-        self._next_connect = 0.0
         self._last_batch = -1e9
         self._closing = False
         self._close_quota = 0  # records a close() in progress still waits for the sender to send
@@ -121,14 +125,17 @@ class HubHandler(logging.Handler):
         self._deadline = float("inf")
         self._spool = Spool(self.spool_dir, self._pid, self._cid, self._warn_once)
         self._batch_limit = self._record_limit  # cut to the hub's advertised frame limit once connected
-        # The connector thread makes connections (and waits for the greeting), so a hub that accepts and never
-        # greets cannot hold the sender: meanwhile it spools.
-        self._connect_lock = threading.Lock()
-        self._connected = threading.Event()
-        self._connector: threading.Thread | None = None
-        self._ready: ClientSession | None = None
-        self._connect_failures = 0
-        self._auth_refused = 0
+        # Connections are made (and greeted) on the connector's thread: a hub that accepts and never greets
+        # cannot hold the sender, which spools meanwhile.
+        self._connector = Connector(
+            self.address,
+            self.secret,
+            connect_timeout=self.connect_timeout,
+            retry_interval=self.retry_interval,
+            warn=self._warn_once,
+            spool_dir=self._spool_dir,
+            wake=self._wake,
+        )
         self._stats: dict[str, int] = dict.fromkeys(
             (
                 "emitted",
@@ -152,10 +159,10 @@ class HubHandler(logging.Handler):
 
     def _after_fork_in_child(self) -> None:
         """The child owns nothing of the parent's: not its buffer (the parent sends it), socket, thread or spool."""
-        for session in (self._session, self._ready):
-            if session is not None:
-                with contextlib.suppress(OSError):
-                    session.sock.close()
+        if self._session is not None:
+            with contextlib.suppress(OSError):
+                self._session.sock.close()
+        self._connector.forget()
         self._spool.forget()
         self._warned = set()
         self._reset_state()
@@ -183,6 +190,7 @@ class HubHandler(logging.Handler):
             self.handleError(record)
 
     def _enqueue(self, data: bytes, truncated: bool) -> None:
+        buffer = self._buffer
         with self._mutex:
             if self._closed:
                 self._warn_once("closed", "flocklog HubHandler: record emitted after close() was spooled")
@@ -192,19 +200,19 @@ class HubHandler(logging.Handler):
             st["emitted"] += 1
             if truncated:
                 st["truncated"] += 1
-            if len(self._buf) + self._carry_len + self._inflight >= self.capacity:
+            if buffer.held() >= self.capacity:
                 if self.when_full == "drop_newest":
                     st["dropped_full"] += 1
                     return
                 if self.when_full == "drop_oldest":
-                    if self._buf:  # when the sender owns all of them they are on their way: keep this one
-                        self._buf.popleft()
+                    if buffer.buf:  # when the sender owns all of them they are on their way: keep this one
+                        buffer.buf.popleft()
                         st["dropped_full"] += 1
                 else:
-                    while len(self._buf) + self._carry_len + self._inflight >= self.capacity and not self._closing:
+                    while buffer.held() >= self.capacity and not self._closing:
                         self._wake.set()
-                        self._space.wait(0.1)
-            self._buf.append(data)
+                        buffer.space.wait(0.1)
+            buffer.buf.append(data)
             if self._thread is None and not self._closing:  # during close(), its own tail spools what is left
                 self._start_sender()
         if not self._wake.is_set():
@@ -216,39 +224,10 @@ class HubHandler(logging.Handler):
 
     # -- the sender thread -----------------------------------------------------------------------------------
     def _take_batch(self) -> list[bytes]:
-        """Next batch: at most ``batch_size`` records whose frame fits the size limit.
-
-        The shared buffer is swapped out whole, so emit() never waits for a per-record loop, and the batch is cut
-        with slices, ``accumulate`` and ``bisect``, all in C. Every microsecond the sender spends in Python is one
-        the emitting threads may wait for the GIL: a per-record loop over a 512-record batch cost about 50 µs.
-        """
-        if self._carry_pos >= len(self._carry):
-            with self._mutex:  # in one step: drain() must never see these records in neither place
-                self._carry, self._carry_pos = list(self._buf), 0
-                self._carry_len = len(self._carry)
-                self._buf = collections.deque()
-        carry, start = self._carry, self._carry_pos
-        chunk = carry[start : start + self.batch_size]
-        # A record costs its bytes plus 8 of framing; keep the longest prefix whose total is within the limit.
-        ends = list(itertools.accumulate(map(len, chunk)))
-        count = len(chunk)
-        if count and ends[-1] + 8 * count > self._batch_limit:
-            limit = self._batch_limit
-            count = bisect.bisect_right(range(count), limit, key=lambda k: ends[k] + 8 * (k + 1))
-            count = max(count, 1)  # one record of exactly the limit goes alone
-            chunk = chunk[:count]
-        self._inflight = count  # before the carry shrinks: drain() must never see the batch in neither place
-        self._carry_pos = start + count
-        if self._carry_pos >= len(carry):
-            self._carry, self._carry_pos = [], 0
-        self._carry_len = len(self._carry) - self._carry_pos
-        return chunk
+        return self._buffer.take_batch(self.batch_size, self._batch_limit)
 
     def _batch_done(self) -> None:
-        with self._mutex:
-            self._inflight = 0
-            if self.when_full == "block":
-                self._space.notify_all()
+        self._buffer.batch_done(notify=self.when_full == "block")
 
     def _run(self) -> None:
         """The sender thread: it never dies of an error (counted, said once, then it goes on)."""
@@ -295,7 +274,7 @@ class HubHandler(logging.Handler):
             self._idle.notify_all()
         if (
             self._closing
-            and (self._close_quota <= 0 or (not self._buf and not self._carry))
+            and (self._close_quota <= 0 or (not self._buffer.buf and not self._buffer.carry))
             and (not self._spool.pending or self._past_deadline())
         ):
             self._finish_sender()
@@ -304,10 +283,7 @@ class HubHandler(logging.Handler):
 
     def _finish_sender(self) -> None:
         self._close_session()
-        with self._connect_lock:
-            ready, self._ready = self._ready, None
-        if ready is not None:
-            ready.close()
+        self._connector.close()
         self._spool.close()
 
     def _linger(self) -> None:
@@ -320,7 +296,7 @@ class HubHandler(logging.Handler):
         if self._closing or self.linger <= 0:
             return
         pause = self._last_batch + self.linger - time.monotonic()
-        if pause > 0 and len(self._buf) + self._carry_len < self.batch_size:
+        if pause > 0 and self._buffer.waiting() < self.batch_size:
             time.sleep(pause)
 
     def _past_deadline(self) -> bool:
@@ -359,57 +335,26 @@ class HubHandler(logging.Handler):
         if self._session is not None:
             return True
         now = time.monotonic()
-        if self._connector is None and now >= self._next_connect and not self._past_deadline():
-            self._connected.clear()
-            self._connector = threading.Thread(target=self._connect, name="flocklog-hub-connect", daemon=True)
-            self._connector.start()
-        if wait and self._connector is not None:
+        connector = self._connector
+        if not self._past_deadline():
+            connector.start(self._deadline)
+        if wait and connector.busy:
             limit = min(now + self.connect_timeout, self._deadline)
             half = self.capacity // 2
-            while time.monotonic() < limit and len(self._buf) + self._carry_len < half:
-                if self._connected.wait(_CONNECT_POLL):
+            while time.monotonic() < limit and self._buffer.waiting() < half:
+                if connector.connected.wait(_CONNECT_POLL):
                     break
             self._take_ready()
         return self._session is not None
 
     def _take_ready(self) -> None:
-        with self._connect_lock:
-            session, self._ready = self._ready, None
-            if self._connector is not None and not self._connector.is_alive():
-                self._connector = None
+        session = self._connector.take()
         if session is None:
             return
         self._session = session
         self._batch_limit = max(1024, min(self._record_limit, session.max_frame - _ENVELOPE_ROOM))
         self._stats["reconnects"] += 1
         self._warned.discard("connect")
-
-    def _connect(self) -> None:
-        """The connector thread: one attempt; the sender picks the session up (or the failure) when it looks."""
-        timeout = max(0.05, min(self.connect_timeout, self._deadline - time.monotonic()))
-        try:
-            session = ClientSession(self.address, self.secret, timeout)
-        except DowngradeError as exc:
-            with self._connect_lock:
-                self._auth_refused += 1
-                self._next_connect = time.monotonic() + self.retry_interval
-            self._warn_once("downgrade", f"flocklog HubHandler: {exc}")
-        except (HubError, FrameError, OSError) as exc:
-            with self._connect_lock:
-                self._connect_failures += 1
-                self._next_connect = time.monotonic() + self.retry_interval
-            self._warn_once("connect", f"flocklog HubHandler: hub unreachable, spooling to {self._spool_dir()}: {exc}")
-        except Exception as exc:  # never silent, never raised into the application
-            with self._connect_lock:
-                self._connect_failures += 1
-                self._next_connect = time.monotonic() + self.retry_interval
-            self._warn_once("connect", f"flocklog HubHandler: cannot connect ({type(exc).__name__}: {exc})")
-        else:
-            with self._connect_lock:
-                self._ready = session
-        finally:
-            self._connected.set()
-            self._wake.set()
 
     def _spool_dir(self) -> Path:
         return self._spool.known_dir()
@@ -443,7 +388,7 @@ class HubHandler(logging.Handler):
         except (OSError, ConnectionError, HubError) as exc:
             self._warn_once("send", f"flocklog HubHandler: lost the hub ({exc}); spooling to {self._spool_dir()}")
             self._close_session()
-            self._next_connect = time.monotonic() + min(0.05, self.retry_interval)
+            self._connector.retry_after(min(0.05, self.retry_interval))
             return "failed"
 
     def _send_split(self, body: bytes, nrecs: int) -> str:
@@ -519,7 +464,7 @@ class HubHandler(logging.Handler):
         deadline = time.monotonic() + (self.drain_timeout if timeout is None else timeout)
         while True:
             with self._mutex:
-                idle = not self._buf and not self._carry and not self._inflight and not self._spool.pending
+                idle = self._buffer.empty() and not self._spool.pending
             if idle:
                 return True
             if time.monotonic() >= deadline or self._thread is None or not self._thread.is_alive():
@@ -540,12 +485,10 @@ class HubHandler(logging.Handler):
         """Counters: emitted, sent, spooled, replayed, dropped_full, dropped_oversize, truncated, ..."""
         with self._mutex:
             data: dict[str, Any] = dict(self._stats)
-            data["buffered"] = len(self._buf) + self._carry_len + self._inflight
+            data["buffered"] = self._buffer.held()
         data["connected"] = self._session is not None
         data["pending_spools"] = len(self._spool.pending)
-        with self._connect_lock:
-            data["connect_failures"] = self._connect_failures
-            data["auth_refused"] = self._auth_refused
+        data["connect_failures"], data["auth_refused"] = self._connector.counts()
         data["client_id"] = self._cid
         data["pid"] = self._pid
         return data
@@ -570,10 +513,10 @@ class HubHandler(logging.Handler):
         with self._mutex:
             # The sender drains what is buffered now, not what other threads go on logging: under a steady stream
             # "until the buffer is empty" never came, and close() waited out its timeout (6 s, measured).
-            self._close_quota = len(self._buf) + self._carry_len + self._inflight
+            self._close_quota = self._buffer.held()
             self._closing = True
             self._deadline = time.monotonic() + self.drain_timeout
-            self._space.notify_all()
+            self._buffer.space.notify_all()
         self._wake.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(self.drain_timeout + self.connect_timeout + 1.0)
@@ -581,12 +524,9 @@ class HubHandler(logging.Handler):
         # with, rather than writing to one this is closing.
         with self._mutex:
             self._closed = True
-            leftovers = list(self._buf)
-            self._buf.clear()
             stopped = thread is None or not thread.is_alive()
-            if stopped:
-                leftovers[:0] = self._carry[self._carry_pos :]  # the sender is gone: its share is ours, and older
-                self._carry, self._carry_pos = [], 0
+            if stopped:  # the sender is gone: its share is ours too, and older
+                leftovers = self._buffer.take_all_locked()
                 if leftovers:
                     self._deadline = 0.0
                     self._spool_batches(
@@ -594,6 +534,9 @@ class HubHandler(logging.Handler):
                     )
                 self._close_spool()
                 self._close_session()
+            else:  # the sender still owns its share; what is buffered is no longer anyone's
+                leftovers = list(self._buffer.buf)
+                self._buffer.buf.clear()
         if not stopped and leftovers:  # the sender is stuck in a send (bounded by its socket timeout): not its files
             self._warn_once("stuck", f"flocklog HubHandler: sender stuck at close; {len(leftovers)} records lost")
             self._stats["dropped_spool_error"] += len(leftovers)

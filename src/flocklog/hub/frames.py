@@ -4,6 +4,8 @@ A frame on the wire is ``uint32 length`` + payload; with a shared secret the pay
 followed by the msgpack body. The tag covers the connection's nonce (sent by the hub in its hello), the direction
 and a per-direction frame counter, so a frame can neither be forged nor replayed into another connection or
 position. Decoding only ever builds plain data (str, int, float, bytes, list, dict) and type-checks every field.
+One concept, the bytes on the wire, over ~450 lines: the frame and the record inside it are checked against each
+other's limits (a record is cut to fit a frame), and both ends must agree on every line here. No state.
 """
 
 from __future__ import annotations
@@ -368,17 +370,64 @@ def build_record(fields: dict[str, Any]) -> logging.LogRecord:
     record = logging.LogRecord.__new__(logging.LogRecord)
     attrs = record.__dict__
     attrs.update(_TEMPLATE)
-    extra = fields["extra"]
-    if extra:
-        attrs.update(extra)
     attrs.update(fields)
     del attrs["extra"]
+    extra = fields["extra"]
+    if extra:  # after the fields (decode_record let no extra shadow one), so an extra named "extra" survives
+        attrs.update(extra)
     created = fields["created"]
     attrs["msecs"] = (created - int(created)) * 1000
     attrs["client_exc_text"] = fields["exc_text"]
     attrs["client_stack_info"] = fields["stack_info"]
     attrs["exc_text"] = attrs["stack_info"] = None
     return record
+
+
+_PLAIN_FIELDS = ORDER[:-1]  # every field but ``extra``
+_new_record = logging.LogRecord.__new__
+
+
+def read_record(data: Any, now: float) -> tuple[logging.LogRecord, bool]:
+    """:func:`decode_record`, :func:`repair_record` and :func:`build_record` in one step: (record, repaired).
+
+    The hub writer's per-record hot path. A plain record (well typed, no extras, a usable ``created``: nearly
+    all) is checked by position and built straight from its array, about twice as fast as through a dict of
+    fields checked by name; anything else takes the careful path, which builds the same record (pinned by a
+    test). Raises FrameError for a malformed record, as :func:`decode_record` does.
+    """
+    if type(data) is bytes:
+        obj = unpack(data)
+        if type(obj) is list and len(obj) == 15 and obj[14] is None:
+            created = obj[4]
+            if (
+                type(created) is float
+                and _CREATED_MIN < created < _CREATED_MAX  # False for NaN and the infinities
+                and type(obj[0]) is str
+                and type(obj[1]) is int
+                and type(obj[2]) is str
+                and type(obj[3]) is str
+                and (obj[5] is None or type(obj[5]) is int)
+                and type(obj[6]) is str
+                and (obj[7] is None or type(obj[7]) is int)
+                and type(obj[8]) is str
+                and type(obj[9]) is str
+                and type(obj[10]) is int
+                and type(obj[11]) is str
+                and (obj[12] is None or type(obj[12]) is str)
+                and (obj[13] is None or type(obj[13]) is str)
+            ):
+                record = _new_record(logging.LogRecord)
+                attrs = record.__dict__
+                attrs.update(_TEMPLATE)
+                attrs.update(zip(_PLAIN_FIELDS, obj, strict=False))  # obj has one more: extra
+                attrs["msecs"] = (created - int(created)) * 1000
+                attrs["client_exc_text"] = obj[12]
+                attrs["client_stack_info"] = obj[13]
+                attrs["exc_text"] = attrs["stack_info"] = None
+                return record, False
+    fields = decode_record(data)
+    repaired = repair_record(fields, now)
+    return build_record(fields), repaired
 
 
 def read_exact(sock: Any, n: int) -> bytes:

@@ -1,17 +1,17 @@
-"""The hub: accepts many clients, checks their frames, and hands rebuilt records to its handlers on ONE writer thread.
+"""The hub: listens, owns its threads and counters, and answers ``status``; the work is done by its parts.
 
-One selector thread (:mod:`flocklog.hub._loop`) serves every connection; the writer thread owns the handlers,
-decodes each batch a chunk of records at a time, de-duplicates batches by ``(client id, batch seq)`` against a
-watermark that can survive restarts (:mod:`flocklog.hub._dedup`) and acks each batch after writing it, so a client
-knows what arrived and resends the rest. A hub belongs to the pid that started it: a forked child can never stop
-the parent's hub.
+One selector thread (:mod:`flocklog.hub._loop`) serves every connection and queues batch frames; the writer thread
+(:mod:`flocklog.hub._writer`) owns the handlers, writes each batch once against the exactly-once journal
+(:mod:`flocklog.hub._dedup`) and acks it, so a client knows what arrived and resends the rest. This module puts them
+together: the listening sockets, the lifecycle (stop, fork, exit) and the status counters. A hub belongs to the
+pid that started it: a forked child can never stop the parent's hub.
 
-| field                                  | owner thread      | lock              |
-|----------------------------------------|-------------------|-------------------|
-| ``_counters``                          | loop and writer   | ``_counter_lock`` |
-| ``_dedup``, ``_client_stats``, handlers| the writer        | none              |
-| ``_queue``                             | loop -> writer    | ``queue.Queue``   |
-| ``_stopping``, ``_stopped``            | the owner's stop()| an Event / once   |
+| field                                  | owner thread          | lock              |
+|----------------------------------------|-----------------------|-------------------|
+| ``_counters``                          | loop and writer       | ``_counter_lock`` |
+| ``_dedup``, ``_batches`` (the writer)  | the writer thread     | none (see _writer)|
+| ``_queue``                             | loop -> writer        | ``queue.Queue``   |
+| ``_stopping``, ``_stopped``            | the owner's stop()    | an Event / once   |
 """
 
 from __future__ import annotations
@@ -35,19 +35,18 @@ from types import TracebackType
 from typing import Any
 
 from flocklog import _lifecycle
-from flocklog.errors import ConfigError, FrameError, HubError
-from flocklog.hub import frames
+from flocklog.errors import ConfigError, HubError
+from flocklog.hub import _crashpoints, frames
 from flocklog.hub._address import Address, parse_address, resolve_secret
 from flocklog.hub._dedup import Watermarks
 from flocklog.hub._loop import Accounting, Conn, Loop
 from flocklog.hub._spool import unsafe_reason, user_tag
+from flocklog.hub._writer import MAX_TRACKED_CLIENTS, REOPEN, STOP, BatchWriter
 
 log = logging.getLogger("flocklog.hub")
 
-_MAX_TRACKED_CLIENTS = 100_000
 DEFAULT_MAX_MEMORY = 64 * 1024 * 1024
 DEFAULT_MAX_CONNECTIONS = 1024
-_WRITE_CHUNK = 512
 _COUNTERS = (
     "connections_total",
     "batches",
@@ -69,14 +68,9 @@ _COUNTERS = (
     "read_pauses",
     "loop_errors",
     "writer_errors",
+    "batches_rolled_back",
+    "rollbacks_failed",
 )
-
-
-class _Reopen:
-    pass
-
-
-_STOP = object()
 
 
 def _default_formatter(handlers: Sequence[logging.Handler]) -> None:
@@ -109,23 +103,6 @@ def handlers_from_config(config: dict[str, Any]) -> list[logging.Handler]:
     if not handlers:
         raise ConfigError("the hub's logging config gives the root logger no handlers: add root.handlers = [...]")
     return handlers
-
-
-def reopen_handler(handler: logging.Handler) -> None:
-    """Reopen a handler's file (after logrotate moved it): its own ``reopen`` hook, else close and reopen."""
-    hook = getattr(handler, "reopen", None)
-    if callable(hook):
-        hook()
-        return
-    if isinstance(handler, logging.FileHandler):
-        handler.acquire()
-        try:
-            if handler.stream is not None:
-                handler.stream.flush()
-                handler.stream.close()
-            handler.stream = handler._open()
-        finally:
-            handler.release()
 
 
 class Hub:
@@ -177,8 +154,10 @@ class Hub:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._counters = dict.fromkeys(_COUNTERS, 0)
         self._counter_lock = threading.Lock()
-        self._dedup = Watermarks(os.fspath(state_path) if state_path is not None else None, _MAX_TRACKED_CLIENTS)
-        self._client_stats: dict[str, tuple[int, int]] = {}
+        self._crash = _crashpoints.from_env()
+        self._dedup = Watermarks(
+            os.fspath(state_path) if state_path is not None else None, MAX_TRACKED_CLIENTS, crash=self._crash
+        )
         self._stopping = threading.Event()
         self._stopped = False
         self._started = time.time()
@@ -205,7 +184,16 @@ class Hub:
             submit=self._submit,
             accounting=Accounting(),
         )
-        self._writer = threading.Thread(target=self._write_loop, name="flocklog-hub-writer", daemon=True)
+        self._batches = BatchWriter(
+            self.handlers,
+            self._queue,
+            self._loop,
+            dedup=self._dedup,
+            crash=self._crash,
+            count=self._count,
+            add_counts=self._add_counts,
+        )
+        self._writer = threading.Thread(target=self._batches.run, name="flocklog-hub-writer", daemon=True)
         self._writer.start()
         self._io = threading.Thread(target=self._loop.run, name="flocklog-hub-io", daemon=True)
         self._io.start()
@@ -277,146 +265,21 @@ class Hub:
         with self._counter_lock:
             self._counters[name] += n
 
+    def _add_counts(self, counts: dict[str, int]) -> None:
+        with self._counter_lock:
+            for name, n in counts.items():
+                self._counters[name] += n
+
     def _submit(self, conn: Conn, frame: Any, cost: int) -> None:
         """From the loop thread: a batch frame for the writer (its bytes are already in the memory account)."""
         self._queue.put((conn, frame, cost))
-
-    # -- writing (the only thread that touches the handlers) -------------------------------------------------
-    def _write_loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            try:
-                if isinstance(item, _Reopen):
-                    self._reopen_handlers()
-                else:
-                    conn, frame, cost = item
-                    try:
-                        self._write_batch(conn, frame)
-                    finally:
-                        self._loop.accounting.release(cost)
-                        self._loop.wake()
-            except Exception:  # the writer never dies: one bad batch is counted, the next one is written
-                self._count("writer_errors")
-                log.exception("flocklog hub: error while writing a batch (the hub goes on)")
-
-    def _reopen_handlers(self) -> None:
-        for handler in self.handlers:
-            try:
-                reopen_handler(handler)
-            except Exception:
-                self._count("handler_errors")
-                log.exception("flocklog hub: cannot reopen %r", handler)
-
-    def _write_batch(self, conn: Conn, frame: Any) -> None:
-        try:
-            obj = frame if isinstance(frame, dict) else frames.unpack(frame)
-            if not isinstance(obj, dict) or obj.get("t") != "b":
-                raise FrameError("frame body is not a batch map")
-            cid, seq, recs, stats = obj.get("cid"), obj.get("seq"), obj.get("recs"), obj.get("st", [0, 0])
-            if not isinstance(cid, str) or not 0 < len(cid) <= 64:
-                raise FrameError("batch 'cid' must be a short string")
-            if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-                raise FrameError("batch 'seq' must be a non-negative integer")
-            if not isinstance(recs, list):
-                raise FrameError("batch 'recs' must be a list")
-            if not (isinstance(stats, list) and len(stats) == 2 and all(type(v) is int for v in stats)):
-                raise FrameError("batch 'st' must be [spooled, dropped]")
-        except FrameError as exc:
-            self._count("malformed")
-            self._loop.post(conn, {"t": "error", "kind": "malformed", "reason": str(exc)}, close=True)
-            return
-        del frame, obj
-        self._count("batches")
-        self._count("records_received", len(recs))
-        if seq <= self._dedup.last(cid):
-            self._count("duplicate_batches")
-            bad, first_error = self._check_records(recs)  # a resend is checked as strictly as the first send
-        else:
-            bad, first_error = self._write_records(recs)
-            self._dedup.record(cid, seq)  # after the write, before the ack: a resend after a crash is skipped
-        self._client_stats[cid] = (stats[0], stats[1])
-        if len(self._client_stats) > _MAX_TRACKED_CLIENTS:
-            self._client_stats.pop(next(iter(self._client_stats)))
-        if bad:
-            self._count("malformed")
-            reason = f"{bad} of {len(recs)} records malformed and skipped: {first_error}"
-            self._loop.post(conn, {"t": "error", "kind": "malformed", "reason": reason}, close=True)
-        else:
-            self._loop.post(conn, {"t": "ack", "seq": seq})
-
-    @staticmethod
-    def _check_records(recs: list[Any]) -> tuple[int, str]:
-        bad, first_error = 0, ""
-        for raw in recs:
-            try:
-                frames.decode_record(raw)
-            except FrameError as exc:
-                bad += 1
-                first_error = first_error or str(exc)
-        return bad, first_error
-
-    def _write_records(self, recs: list[Any]) -> tuple[int, str]:
-        """Decode, repair and write records a chunk at a time; returns how many were malformed (skipped)."""
-        bad, first_error, repaired, skipped, written = 0, "", 0, 0, 0
-        now = time.time()
-        for start in range(0, len(recs), _WRITE_CHUNK):
-            chunk: list[logging.LogRecord] = []
-            for raw in recs[start : start + _WRITE_CHUNK]:
-                try:
-                    fields = frames.decode_record(raw)
-                except FrameError as exc:
-                    bad += 1
-                    first_error = first_error or str(exc)
-                    continue
-                try:
-                    if frames.repair_record(fields, now):
-                        repaired += 1
-                    chunk.append(frames.build_record(fields))
-                except Exception:  # a record no repair could save: skipped and counted, never the whole hub
-                    skipped += 1
-            self._emit(chunk)
-            written += len(chunk)
-        with self._counter_lock:
-            counters = self._counters
-            counters["records_written"] += written
-            counters["records_repaired"] += repaired
-            counters["records_skipped"] += skipped + bad
-        if repaired:
-            log.warning(
-                "flocklog hub: repaired %d records with an unusable 'created' time (receipt time used)", repaired
-            )
-        return bad, first_error
-
-    def _emit(self, records: list[logging.LogRecord]) -> None:
-        """Hand records to every handler: flocklog's file handlers take a whole chunk in one write."""
-        if not records:
-            return
-        for handler in self.handlers:
-            level = handler.level
-            batch_emit = getattr(handler, "emit_batch", None)
-            if callable(batch_emit):
-                try:
-                    selected = [r for r in records if r.levelno >= level and handler.filter(r)]
-                    batch_emit(selected)
-                    continue
-                except Exception:  # a filter that raises: fall back to one record at a time, counted there
-                    pass
-            for record in records:
-                if record.levelno < level:
-                    continue
-                try:
-                    handler.handle(record)
-                except Exception:  # a filter that raises; emit() errors go to handleError already
-                    self._count("handler_errors")
 
     # -- public ----------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """Counters for ``flocklog status``: plain JSON-safe data."""
         with self._counter_lock:
             data: dict[str, Any] = dict(self._counters)
-        stats = list(self._client_stats.values())
+        stats = list(self._batches.client_stats.values())
         data.update(
             clients=self._loop.clients(),
             pid=self.pid,
@@ -443,7 +306,7 @@ class Hub:
     def reopen(self) -> None:
         """Ask the writer thread to reopen every handler's file (SIGHUP after logrotate)."""
         if os.getpid() == self.pid and not self._stopping.is_set():
-            self._queue.put(_Reopen())
+            self._queue.put(REOPEN)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting and reading, write and ack everything already received, flush the handlers.
@@ -465,7 +328,7 @@ class Hub:
         self._stopping.set()
         self._loop.stop_reading()
         try:
-            self._queue.put(_STOP, timeout=max(0.01, deadline - time.monotonic()))
+            self._queue.put(STOP, timeout=max(0.01, deadline - time.monotonic()))
         except queue.Full:
             log.warning("flocklog hub: stop timed out with %d batches unwritten", self._queue.qsize())
         self._writer.join(max(0.0, deadline - time.monotonic()))
