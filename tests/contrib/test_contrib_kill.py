@@ -119,14 +119,15 @@ def test_uwsgi_loses_nothing_when_a_worker_is_sigkilled_across_size_rotations(
     assert "killed by signal 9" in server.log.read_text("utf-8", errors="replace"), "uWSGI saw no SIGKILL"
 
 
+@pytest.mark.parametrize("mode", ["hub", "files"])
 def test_uvicorn_wrapper_loses_nothing_when_a_worker_is_sigkilled_across_size_rotations(
-    tmp_path: Path, run_id: str, subprocess_env: dict[str, str], start_server: Callable[..., Server]
+    mode: str, tmp_path: Path, run_id: str, subprocess_env: dict[str, str], start_server: Callable[..., Server]
 ) -> None:
     app_dir = tmp_path / "uvicorn_app"
     (app_dir / "logs").mkdir(parents=True)
     port = free_port()
     args = [sys.executable, "-m", "flocklog.contrib.uvicorn", "--log-file", "logs/app.log", "--when", "none"]
-    args += ["--max-bytes", str(MAX_BYTES), "--backup-count", "1000", "--"]
+    args += ["--max-bytes", str(MAX_BYTES), "--backup-count", "1000", "--mode", mode, "--"]
     args += ["stamped_app:asgi_app", "--workers", "4", "--port", str(port), "--no-access-log"]
     server = start_server(args, cwd=app_dir, env=_env(subprocess_env), log=tmp_path / "uvicorn.out")
     wait_for_port(port, server)
