@@ -100,7 +100,7 @@ PUBLIC: dict[str, list[str]] = {
     "flocklog.contrib.celery": ["CeleryLogging", "setup"],
     "flocklog.contrib.django": ["DJANGO_FORMAT", "logging_settings", "read_settings"],
     "flocklog.contrib.gunicorn": ["GunicornHooks", "hooks"],
-    "flocklog.contrib.uvicorn": ["attach", "log_config", "main"],
+    "flocklog.contrib.uvicorn": ["attach", "files_config", "log_config", "main"],
     "flocklog.contrib.uwsgi": ["UwsgiLogging", "hub_config", "install", "postfork"],
 }
 

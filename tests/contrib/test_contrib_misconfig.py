@@ -73,6 +73,17 @@ def test_uvicorn_wrapper_with_unreachable_hub_says_to_start_it(tmp_path: Path, s
     assert_one_clear_line(result, "no log hub answers at tcp://127.0.0.1:9")
 
 
+def test_uvicorn_wrapper_files_mode_refuses_a_hub_address_and_a_missing_directory(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    shutil.copytree(EXAMPLES / "uvicorn_app", tmp_path / "app")
+    wrapper = [sys.executable, "-m", "flocklog.contrib.uvicorn", "--mode", "files"]
+    result = run([*wrapper, "--hub-address", "unix:/x.sock", "--", "app:app"], tmp_path / "app", subprocess_env)
+    assert_one_clear_line(result, "--mode files writes the file from every worker: it takes no --hub-address")
+    result = run([*wrapper, "--log-file", "missing/app.log", "--", "app:app"], tmp_path / "app", subprocess_env)
+    assert_one_clear_line(result, "does not exist: create it")
+
+
 def test_django_with_incomplete_flocklog_setting_names_the_missing_key(
     tmp_path: Path, subprocess_env: dict[str, str]
 ) -> None:

@@ -4,7 +4,8 @@
 into them except the environment. The hub therefore runs in the wrapper process (``python -m
 flocklog.contrib.uvicorn ... -- app:app --workers 4``) or as ``flocklog serve``, and every worker builds its
 client from the address in the environment, through :func:`log_config` (given to uvicorn as ``--log-config``)
-or :func:`attach` (called in the application module).
+or :func:`attach` (called in the application module). ``--mode files`` needs no hub: every worker's
+``--log-config`` (:func:`files_config`) gives it flocklog's process-safe file handler, one ``write()`` per record.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from flocklog.contrib._setup import (
     install_root_handler,
     level_number,
     log_settings,
+    logging_dict,
     start_owned_hub,
     stop_owned_hub,
 )
 from flocklog.errors import ConfigError, FlocklogError
 
-__all__ = ["attach", "log_config", "main"]
+__all__ = ["attach", "files_config", "log_config", "main"]
 
 _UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "fastapi")
 
@@ -57,6 +59,20 @@ def log_config(
         "loggers": {name: {"handlers": [], "level": level_name, "propagate": True} for name in _UVICORN_LOGGERS},
         "root": {"handlers": ["flocklog"], "level": level_name},
     }
+
+
+def files_config(settings: LogSettings) -> dict[str, Any]:
+    """A dictConfig that has every worker write the file set itself through flocklog's process-safe handler.
+
+    No hub, no socket: each record costs one ``write()`` in the worker that logged it, as with the stdlib's
+    handler, and uvicorn's loggers propagate to the root as in :func:`log_config`.
+    """
+    if settings.files is None:
+        raise ConfigError("files mode needs a log file: pass --log-file logs/app.log")
+    settings.files.check_directory()  # a missing directory stops the wrapper now, not every worker later
+    level_name = logging.getLevelName(level_number(settings.level))
+    loggers = {name: {"handlers": [], "level": level_name, "propagate": True} for name in _UVICORN_LOGGERS}
+    return logging_dict(mode="files", settings=settings, loggers=loggers)
 
 
 def attach(*, address: str | None = None, level: str | int = "INFO", format: str = PID_TID_FORMAT) -> bool:
@@ -94,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoding", default="utf-8")
     parser.add_argument("--file-mode", default=None, help="permission bits of the log files, octal (e.g. 0640)")
     parser.add_argument("--level", default="INFO")
+    parser.add_argument(
+        "--mode",
+        default="hub",
+        choices=("hub", "files"),
+        help="hub: a hub in this process owns the file; files: every worker writes it (no hub)",
+    )
     parser.add_argument("--hub-address", default=None, help="attach to this running hub instead of starting one")
     parser.add_argument("uvicorn_args", nargs=argparse.REMAINDER, help="arguments for uvicorn, after --")
     args = parser.parse_args(argv)
@@ -104,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     hub: Any = None
     config_dir = tempfile.mkdtemp(prefix="flocklog-uvicorn-")
     try:
+        if args.mode == "files" and args.hub_address is not None:
+            raise ConfigError("--mode files writes the file from every worker: it takes no --hub-address")
         if args.hub_address is not None:
             address = check_hub_reachable(args.hub_address)
         else:
@@ -120,13 +144,18 @@ def main(argv: list[str] | None = None) -> int:
                 encoding=args.encoding,
                 file_mode=args.file_mode,
             )
-            hub = start_owned_hub(settings)
-            address = hub.address
-        os.environ[HUB_ADDRESS_ENV] = address
+            if args.mode == "files":
+                config = files_config(settings)
+            else:
+                hub = start_owned_hub(settings)
+                address = hub.address
+        if hub is not None or args.hub_address is not None:
+            os.environ[HUB_ADDRESS_ENV] = address
+            config = log_config(level=args.level)
         if "--log-config" not in rest:
             path = os.path.join(config_dir, "log_config.json")
             with open(path, "w", encoding="utf-8") as fh:
-                json.dump(log_config(level=args.level), fh)
+                json.dump(config, fh)
             rest += ["--log-config", path]
     except FlocklogError as exc:
         fail_startup(exc)
