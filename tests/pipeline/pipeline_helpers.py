@@ -44,14 +44,20 @@ def pipeline_env(base: dict[str, str], **values: str) -> dict[str, str]:
 class Worker:
     """``celery -A flocklog.pipeline.celery_app worker -Q logs`` in its own process group (so kill -9 takes all)."""
 
-    def __init__(self, env: dict[str, str], log: Path, concurrency: int = 2) -> None:
-        self.env, self.log, self.concurrency = env, log, concurrency
+    def __init__(self, env: dict[str, str], log: Path, concurrency: int = 2, extra: tuple[str, ...] = ()) -> None:
+        self.env, self.log, self.concurrency, self.extra = env, log, concurrency, extra
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             worker_command(
-                "--concurrency", str(self.concurrency), "-l", "info", "--without-gossip", "--without-mingle"
+                "--concurrency",
+                str(self.concurrency),
+                "-l",
+                "info",
+                "--without-gossip",
+                "--without-mingle",
+                *self.extra,
             ),
             env=self.env,
             stdout=subprocess.DEVNULL,

@@ -82,9 +82,11 @@ def _join(procs: list[Any], timeout: float) -> None:
     assert [proc.exitcode for proc in procs] == [0] * len(procs)
 
 
-def _start_blocked(tmp_path: Path, env: dict[str, str], dsn: str, table: str, broker: str) -> tuple[Worker, Any, Any]:
+def _start_blocked(
+    tmp_path: Path, env: dict[str, str], dsn: str, table: str, broker: str, extra: tuple[str, ...] = ()
+) -> tuple[Worker, Any, Any]:
     """A worker whose batches all block on a table lock, producers logging into it, and batches unacked."""
-    worker = Worker(env, tmp_path / "worker.log")
+    worker = Worker(env, tmp_path / "worker.log", extra=extra)
     worker.start()
     assert wait_until(lambda: _table_exists(dsn, table), 90), _diagnose(dsn, table, broker, tmp_path / "worker.log")
     lock = _lock(dsn, table)
@@ -153,31 +155,65 @@ def test_prefork_child_sigkilled_mid_batch_its_batch_is_redelivered(
                 proc.kill()
 
 
+def _unacked_tags(url: str) -> set[bytes]:
+    import redis as redis_py
+
+    client = redis_py.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        return set(client.hkeys("unacked"))
+    finally:
+        client.close()
+
+
 def test_batches_redelivered_while_still_running_add_no_duplicate_row(
     tmp_path: Path, redis: PrivateRedis, postgres_dsn: str, table: str
 ) -> None:
-    # A visibility timeout far shorter than a (blocked) batch: Redis hands the same batches to a second worker
-    # while the first still holds them; both write them, and ON CONFLICT keeps one row per record.
+    # A visibility timeout far shorter than a (blocked) batch: the sweep hands out again batches the worker still
+    # holds; once the lock goes, the worker writes both copies, and ON CONFLICT keeps one row per record.
     env = service_env(
         tmp_path, redis.url, postgres_dsn, table, FLOCKLOG_RECEIPT_TIMEOUT="3000", FLOCKLOG_VISIBILITY_TIMEOUT="2"
     )
     worker, lock, producers = _start_blocked(tmp_path, env, postgres_dsn, table, redis.url)
-    second = Worker(env, tmp_path / "worker.log")
     log = tmp_path / "worker.log"
     try:
-        second.start()
+        held = _unacked_tags(redis.url)  # blocked on the lock: none of these can be acked before we release it
+        assert wait_until(lambda: bool(held - _unacked_tags(redis.url)), 120), "the sweep restored nothing"
+        lock.rollback()
+        lock.close()
+        _finish(tmp_path, postgres_dsn, table, redis.url, producers)
 
         def redelivered() -> bool:
             received = Counter(re.findall(r"write_batch\[([0-9a-f-]{36})\] received", log.read_text()))
             return any(count >= 2 for count in received.values())
 
-        assert wait_until(redelivered, 120), _diagnose(postgres_dsn, table, redis.url, log)
+        assert wait_until(redelivered, 60), _diagnose(postgres_dsn, table, redis.url, log)
+        assert count_rows(postgres_dsn, table) == (TOTAL, TOTAL)
+    finally:
+        lock.close()
+        worker.stop()
+        for proc in producers:
+            if proc.is_alive():
+                proc.kill()
+
+
+def test_batch_stuck_past_the_soft_time_limit_is_retried_not_acked_into_nothing(
+    tmp_path: Path, redis: PrivateRedis, postgres_dsn: str, table: str
+) -> None:
+    # A write blocked past the task's soft time limit used to fail the task, and Celery acks a failed task: the
+    # batch was gone from Redis (only a live producer's receipt check could resend it; this one never does).
+    env = service_env(
+        tmp_path, redis.url, postgres_dsn, table, FLOCKLOG_RECEIPT_TIMEOUT="3000", FLOCKLOG_TASK_TIME_LIMIT="5"
+    )
+    worker, lock, producers = _start_blocked(tmp_path, env, postgres_dsn, table, redis.url)
+    log = tmp_path / "worker.log"
+    try:
+        assert wait_until(lambda: "SoftTimeLimitExceeded" in log.read_text(), 90), log.read_text()[-2000:]
         lock.rollback()
         lock.close()
         _finish(tmp_path, postgres_dsn, table, redis.url, producers)
+        assert "retry" in log.read_text().lower()
     finally:
         lock.close()
-        second.stop()
         worker.stop()
         for proc in producers:
             if proc.is_alive():
