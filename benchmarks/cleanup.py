@@ -5,12 +5,17 @@ Reported: wall seconds, rows/s, WAL bytes written (``pg_current_wal_lsn()`` befo
 so other sessions' WAL adds noise) and the longest single transaction (what a concurrent writer or vacuum may
 wait behind). Usage: ``.venv/bin/python benchmarks/cleanup.py [--rows N] [--repeat K] [--dsn URL]``;
 JSON goes to benchmarks/results/cleanup.json, the table to benchmarks/results/cleanup.txt.
+
+``--progression [--rows 1500000] [--quick]``: one table of R rows over 2 years, the batched keyset age delete of
+the older year, every batch timed: does a batch near the end cost what the first did? (A delete that re-walks the
+index entries of rows it already deleted gets slower as it goes.) Results in cleanup_progression.json/.txt.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -105,12 +110,110 @@ def run_one(dsn: str, method: str, rows: int) -> dict[str, Any]:
     }
 
 
+def _fill_span(conn: psycopg.Connection[Any], name: str, rows: int, days: int) -> None:
+    conn.execute(DDL.format(t=name, partition=""))
+    conn.execute(f"CREATE INDEX ON {name} (ts)")
+    conn.execute(
+        f"INSERT INTO {name} (id, ts, level, logger, message, fields) "
+        "SELECT gen_random_uuid(), %s::timestamptz - make_interval(secs => (g::float8 * %s / %s)), 20, 'bench', "
+        "'task finished in ' || g || ' ms', jsonb_build_object('n', g, 'queue', 'default') "
+        "FROM generate_series(1, %s) g",
+        (NOW, days * 86400, rows, rows),
+    )
+    conn.execute(f"VACUUM ANALYZE {name}")
+    conn.execute("CHECKPOINT")
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def progression(dsn: str, rows: int) -> dict[str, Any]:
+    """Time every batch of the keyset age delete of the older half of a 2-year table."""
+    days = 730
+    name = f"flk_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        started = time.perf_counter()
+        _fill_span(conn, name, rows, days)
+        fill_s = time.perf_counter() - started
+        times: list[float] = []
+        last = [time.perf_counter()]
+
+        def on_batch(_method: str, _batch: int, _rows: int) -> None:
+            now = time.perf_counter()
+            times.append(now - last[0])
+            last[0] = now
+
+        try:
+            last[0] = started = time.perf_counter()
+            result = cleanup(dsn, days=365, table=name, now=NOW, on_batch=on_batch)
+            seconds = time.perf_counter() - started
+        finally:
+            conn.execute(f"DROP TABLE {name}")
+    tenth = max(1, len(times) // 10)
+    first_tenth, last_tenth = statistics.median(times[:tenth]), statistics.median(times[-tenth:])
+    return {
+        "rows": rows,
+        "days": days,
+        "deleted": result.deleted,
+        "batches": len(times),
+        "fill_s": fill_s,
+        "seconds": seconds,
+        "rows_per_s": result.deleted / seconds,
+        "first_batch_ms": times[0] * 1000,
+        "last_batch_ms": times[-1] * 1000,
+        "first_tenth_median_ms": first_tenth * 1000,
+        "last_tenth_median_ms": last_tenth * 1000,
+        "last_vs_first_tenth": last_tenth / first_tenth,
+        "tenths_median_ms": [
+            round(statistics.median(times[i * tenth : (i + 1) * tenth]) * 1000, 2) for i in range(len(times) // tenth)
+        ],
+        "p50_ms": _pct(times, 0.5) * 1000,
+        "p90_ms": _pct(times, 0.9) * 1000,
+        "p99_ms": _pct(times, 0.99) * 1000,
+        "max_ms": max(times) * 1000,
+        "batch_ms": [round(t * 1000, 2) for t in times],
+    }
+
+
+def main_progression(args: argparse.Namespace) -> None:
+    rows = 300_000 if args.quick else args.rows
+    run = progression(args.dsn, rows)
+    text = "\n".join(
+        [
+            f"Keyset age delete: {run['rows']:,} rows over {run['days']} days, rows older than 365 days deleted "
+            f"in batches of 5000 (fill {run['fill_s']:.1f} s, not counted)",
+            f"deleted {run['deleted']:,} in {run['batches']} batches, {run['seconds']:.1f} s, "
+            f"{run['rows_per_s']:,.0f} rows/s",
+            f"first batch {run['first_batch_ms']:.1f} ms, last batch {run['last_batch_ms']:.1f} ms; median of the "
+            f"first tenth {run['first_tenth_median_ms']:.1f} ms, of the last tenth {run['last_tenth_median_ms']:.1f} "
+            f"ms ({run['last_vs_first_tenth']:.2f}x)",
+            f"per batch: p50 {run['p50_ms']:.1f} ms, p90 {run['p90_ms']:.1f} ms, p99 {run['p99_ms']:.1f} ms, "
+            f"max {run['max_ms']:.1f} ms",
+            f"median batch of each tenth of the run, in order (ms): {run['tenths_median_ms']}",
+        ]
+    )
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "cleanup_progression.txt").write_text(text + "\n")
+    machine = {"python": platform.python_version(), "platform": platform.platform(), "load": os.getloadavg()}
+    (RESULTS / "cleanup_progression.json").write_text(json.dumps({"machine": machine, **run}, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", type=int, default=300_000)
+    parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--progression", action="store_true", help="1.5M rows over 2 years, every batch timed")
+    parser.add_argument("--quick", action="store_true", help="with --progression: 300k rows")
     args = parser.parse_args()
+    if args.progression:
+        args.rows = args.rows or 1_500_000
+        main_progression(args)
+        return
+    args.rows = args.rows or 300_000
     methods = ["one DELETE", "batched (5000)", "partition drop"]
     runs: list[dict[str, Any]] = []
     for rep in range(args.repeat):  # interleaved, so drift on the shared machine hits every method alike

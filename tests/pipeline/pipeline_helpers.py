@@ -44,14 +44,20 @@ def pipeline_env(base: dict[str, str], **values: str) -> dict[str, str]:
 class Worker:
     """``celery -A flocklog.pipeline.celery_app worker -Q logs`` in its own process group (so kill -9 takes all)."""
 
-    def __init__(self, env: dict[str, str], log: Path, concurrency: int = 2) -> None:
-        self.env, self.log, self.concurrency = env, log, concurrency
+    def __init__(self, env: dict[str, str], log: Path, concurrency: int = 2, extra: tuple[str, ...] = ()) -> None:
+        self.env, self.log, self.concurrency, self.extra = env, log, concurrency, extra
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             worker_command(
-                "--concurrency", str(self.concurrency), "-l", "info", "--without-gossip", "--without-mingle"
+                "--concurrency",
+                str(self.concurrency),
+                "-l",
+                "info",
+                "--without-gossip",
+                "--without-mingle",
+                *self.extra,
             ),
             env=self.env,
             stdout=subprocess.DEVNULL,
@@ -86,7 +92,9 @@ def service_env(tmp_path: Path, broker: str, database: str, table: str, **extra:
     )
 
 
-def _produce(env: dict[str, str], count: int, batch_size: int, pause_every: int, pause: float) -> None:
+def _produce(
+    env: dict[str, str], count: int, batch_size: int, pause_every: int, pause: float, drain: float = 60.0
+) -> None:
     os.environ.update(env)
     from flocklog.pipeline.logger import ExecutionLogger
 
@@ -97,31 +105,43 @@ def _produce(env: dict[str, str], count: int, batch_size: int, pause_every: int,
         flush_interval=0.5,
         retry_interval=0.3,
         capacity=count + 1,
-        drain_timeout=60,
+        drain_timeout=drain,
     )
     for i in range(count):
         logger.info("work done", n=i, producer=os.getpid())
         if pause_every and i % pause_every == pause_every - 1:
             time.sleep(pause)
-    logger.close(timeout=60)
+    logger.close(timeout=drain)
 
 
 def start_producers(
-    env: dict[str, str], producers: int, count: int, *, batch_size: int = 50, pause_every: int = 0, pause: float = 0.0
+    env: dict[str, str],
+    producers: int,
+    count: int,
+    *,
+    batch_size: int = 50,
+    pause_every: int = 0,
+    pause: float = 0.0,
+    drain: float = 60.0,
 ) -> list[multiprocessing.process.BaseProcess]:
+    """Producer processes that each log ``count`` records and exit normally, waiting up to ``drain`` seconds in
+    ``close()`` for the worker's receipts (what is still unconfirmed then goes to the spool)."""
     ctx = multiprocessing.get_context("spawn")  # a clean interpreter, as a separate app process would be
-    procs = [ctx.Process(target=_produce, args=(env, count, batch_size, pause_every, pause)) for _ in range(producers)]
+    args = (env, count, batch_size, pause_every, pause, drain)
+    procs = [ctx.Process(target=_produce, args=args) for _ in range(producers)]
     for proc in procs:
         proc.start()
     return procs
 
 
 class PrivateRedis:
-    """A redis-server of the test's own, with an fsync-always AOF, so it can be stopped and restarted."""
+    """A redis-server of the test's own, with an fsync-always AOF, so it can be stopped and restarted; with
+    ``persistent=False`` a restart comes back empty (queue, unacked batches and receipts all gone)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, persistent: bool = True) -> None:
         self.port = free_port()
         self.directory = directory
+        self.persistent = persistent
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -139,7 +159,7 @@ class PrivateRedis:
                 "--dir",
                 str(self.directory),
                 "--appendonly",
-                "yes",
+                "yes" if self.persistent else "no",
                 "--appendfsync",
                 "always",
                 "--save",
@@ -237,6 +257,38 @@ class CuttableProxy:
     def close(self) -> None:
         self._stop.set()
         self.cut()
+
+
+def children_of(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (a Celery worker's prefork children)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+def group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def broker_counts(url: str) -> dict[str, int]:
+    """What waits on the broker: batches in the ``logs`` queue and batches held unacked by some worker."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        return {"queued": int(client.llen("logs")), "unacked": int(client.hlen("unacked"))}
+    except redis.RedisError:
+        return {}
+    finally:
+        client.close()
 
 
 def drop_table(dsn: str, table: str) -> None:

@@ -45,6 +45,12 @@ def task_retry_delay() -> float:
 MAX_RETRY_DELAY = 30.0
 
 
+def task_time_limit() -> float:
+    """Seconds one batch may take before its child is killed (``$FLOCKLOG_TASK_TIME_LIMIT``, default 300); at
+    80 % of it the write is interrupted and the batch retried (see ``write_batch``)."""
+    return env_number("FLOCKLOG_TASK_TIME_LIMIT", 300.0, minimum=1.0)
+
+
 def retry_countdown(retries: int, first: float | None = None) -> float:
     """The wait before retry number ``retries + 1``: ``first`` (default :func:`task_retry_delay`), doubling."""
     base = task_retry_delay() if first is None else first
@@ -137,8 +143,9 @@ def make_celery_app(
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_max_tasks_per_child=1000,
-        task_time_limit=300,
-        task_soft_time_limit=240,
+        # The producer stamps these into each message, so producer and worker read the same variable.
+        task_time_limit=task_time_limit(),
+        task_soft_time_limit=task_time_limit() * 0.8,
         task_routes={TASK_NAME: {"queue": QUEUE}},
         task_default_queue=QUEUE,
         task_ignore_result=True,
@@ -251,7 +258,16 @@ def _parse(records: Any) -> tuple[list[ExecutionRecord], list[tuple[Any, str]]]:
     return valid, malformed
 
 
+def _forget_store(app: Celery) -> None:
+    """Drop this child's pool after a batch was interrupted mid-query: its connection may be mid-protocol. Not
+    closed here (closing could wait on that very connection); the next batch opens a fresh pool."""
+    url, table = _database_of(app)
+    _stores.pop((os.getpid(), url, table), None)
+
+
 def _register(app: Celery) -> None:
+    from celery.exceptions import SoftTimeLimitExceeded
+
     from flocklog.errors import StoreError
     from flocklog.pipeline.deadletter import park_batch, park_refused
     from flocklog.store import write_isolated
@@ -266,7 +282,13 @@ def _register(app: Celery) -> None:
         valid, malformed = _parse(records)
         retries = int(self.request.retries or 0)
         try:
-            outcome = write_isolated(_store_for(app), valid)
+            try:
+                outcome = write_isolated(_store_for(app), valid)
+            except SoftTimeLimitExceeded as slow:
+                # A write stuck past the soft limit (a lock, a hung server) would fail the task, and a failed task
+                # is acked: the batch would be gone. It is a database failure like any other: retry, dead-letter.
+                _forget_store(app)
+                raise StoreError(f"the batch write took longer than the soft time limit ({slow!r})") from slow
         except StoreError as exc:
             if retries < int(app.conf.flocklog_max_retries):
                 raise self.retry(exc=exc, countdown=retry_countdown(retries, app.conf.flocklog_retry_delay)) from exc
@@ -323,4 +345,5 @@ __all__ = [
     "resolve_broker_url",
     "retry_countdown",
     "task_retry_delay",
+    "task_time_limit",
 ]

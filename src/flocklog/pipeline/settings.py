@@ -18,6 +18,7 @@ from flocklog.errors import ConfigError
 __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
     "DEFAULT_SPOOL_DIR",
+    "DEFAULT_VISIBILITY_TIMEOUT",
     "MIN_RECEIPT_TIMEOUT",
     "TRANSPORTS",
     "PipelineSettings",
@@ -39,11 +40,16 @@ MIN_RECEIPT_TIMEOUT = 0.1  # 0 would resend every outstanding batch at each chec
 #: The largest record ``log()`` accepts, as UTF-8 JSON. A record is one row: 256 KiB is far above any audit event
 #: and far below what makes a batch of 1000 a memory problem (a 10 MB field once pushed a producer to 305 MB RSS).
 DEFAULT_MAX_RECORD_BYTES = 256 * 1024
+#: Seconds a batch may stay unacked on Redis before any worker's sweep hands it out again. kombu's own default
+#: (3600) leaves the batches of a SIGKILLed worker stranded for an hour. 60 s is well above a batch write (ms) and
+#: a retry's countdown (at most 30 s, held unacked by the worker until it is due); a batch redelivered early
+#: anyway is written twice and stored once (``ON CONFLICT DO NOTHING``).
+DEFAULT_VISIBILITY_TIMEOUT = 60.0
 
 # field -> (variable, default, whole number?, minimum)
 _NUMBERS: dict[str, tuple[str, float, bool, float]] = {
     "broker_timeout": ("FLOCKLOG_BROKER_TIMEOUT", 3.0, False, 0.001),
-    "visibility_timeout": ("FLOCKLOG_VISIBILITY_TIMEOUT", 3600.0, False, 1.0),
+    "visibility_timeout": ("FLOCKLOG_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT, False, 1.0),
     "receipt_timeout": ("FLOCKLOG_RECEIPT_TIMEOUT", 60.0, False, MIN_RECEIPT_TIMEOUT),
     "task_max_retries": ("FLOCKLOG_TASK_MAX_RETRIES", 8, True, 0.0),
     "max_record_bytes": ("FLOCKLOG_MAX_RECORD_BYTES", DEFAULT_MAX_RECORD_BYTES, True, 64.0),
@@ -57,7 +63,7 @@ class PipelineSettings:
     transport: str = "celery"
     spool_dir: Path = Path(DEFAULT_SPOOL_DIR)
     broker_timeout: float = 3.0
-    visibility_timeout: float = 3600.0
+    visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
     receipt_timeout: float = 60.0
     task_max_retries: int = 8
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
@@ -131,7 +137,7 @@ def broker_timeout() -> float:
 
 
 def visibility_timeout() -> float:
-    """Seconds before Redis redelivers a batch a dead worker held (``$FLOCKLOG_VISIBILITY_TIMEOUT``, 3600)."""
+    """Seconds before Redis redelivers a batch a dead worker held (``$FLOCKLOG_VISIBILITY_TIMEOUT``, 60)."""
     return _parse("visibility_timeout", os.environ)
 
 
