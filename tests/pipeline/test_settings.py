@@ -100,7 +100,7 @@ def test_receipt_and_status_clients_wait_no_longer_than_the_broker_timeout(
 
 
 def test_one_settings_object_reports_every_bad_value_at_once() -> None:
-    from flocklog.pipeline.settings import PipelineSettings
+    from flocklog._pipelinesettings import PipelineSettings
 
     env = {
         "FLOCKLOG_BROKER_TIMEOUT": "soon",

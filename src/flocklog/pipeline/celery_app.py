@@ -21,8 +21,8 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_init, worker_process_init
 
+from flocklog._pipelinesettings import broker_timeout, env_number, task_max_retries, visibility_timeout
 from flocklog.pipeline.protocol import QUEUE, RECEIPT_PREFIX, TASK_NAME, receipt_client
-from flocklog.pipeline.settings import broker_timeout, env_number, task_max_retries, visibility_timeout
 from flocklog.record import ExecutionRecord
 
 DEFAULT_BROKER_DIR = ".flocklog/broker"

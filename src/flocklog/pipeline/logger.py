@@ -40,11 +40,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from flocklog import _lifecycle
+from flocklog._pipelinesettings import check_at_least, check_settings
+from flocklog._pipelinesettings import max_record_bytes as env_max_record_bytes
 from flocklog.errors import ConfigError, PipelineError, SerializationError
 from flocklog.pipeline._reporter import Reporter
 from flocklog.pipeline._sender import SPOOL_CHECK_INTERVAL, Sender
-from flocklog.pipeline.settings import check_at_least, check_settings
-from flocklog.pipeline.settings import max_record_bytes as env_max_record_bytes
 from flocklog.pipeline.spool import SpoolTransport
 from flocklog.pipeline.transports import Transport
 from flocklog.record import ExecutionRecord, _text_size

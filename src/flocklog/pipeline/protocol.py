@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from flocklog.pipeline.settings import broker_timeout
+from flocklog._pipelinesettings import broker_timeout
 
 __all__ = ["CELERY_APP", "QUEUE", "RECEIPT_PREFIX", "RECEIPT_TTL", "TASK_NAME", "receipt_client", "worker_command"]
 

@@ -19,9 +19,9 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from flocklog._pipelinesettings import resolve_spool_dir
 from flocklog._proc import pid_alive
 from flocklog.errors import ConfigError, PipelineError
-from flocklog.pipeline.settings import resolve_spool_dir
 from flocklog.record import ExecutionRecord
 
 __all__ = ["SpoolTransport"]

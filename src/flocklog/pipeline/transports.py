@@ -2,7 +2,7 @@
 
 Every transport raises on failure and the logger decides what happens next (the spool, or direct writes), so a
 batch is always somewhere: in memory, on the broker, in the database, or in a spool file on disk. The settings
-(:mod:`flocklog.pipeline.settings`), the spool (:mod:`flocklog.pipeline.spool`) and the names the worker shares
+(:mod:`flocklog._pipelinesettings`), the spool (:mod:`flocklog.pipeline.spool`) and the names the worker shares
 (:mod:`flocklog.pipeline.protocol`) have modules of their own; their names stay importable from here.
 """
 
@@ -15,9 +15,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from flocklog.errors import PipelineError
-from flocklog.pipeline.protocol import CELERY_APP, QUEUE, RECEIPT_PREFIX, TASK_NAME, receipt_client, worker_command
-from flocklog.pipeline.settings import (
+from flocklog._pipelinesettings import (
     DEFAULT_SPOOL_DIR,
     MIN_RECEIPT_TIMEOUT,
     TRANSPORTS,
@@ -33,6 +31,8 @@ from flocklog.pipeline.settings import (
     transport_kind,
     visibility_timeout,
 )
+from flocklog.errors import PipelineError
+from flocklog.pipeline.protocol import CELERY_APP, QUEUE, RECEIPT_PREFIX, TASK_NAME, receipt_client, worker_command
 from flocklog.pipeline.spool import SpoolTransport
 from flocklog.record import ExecutionRecord
 

@@ -1,5 +1,8 @@
 """The pipeline's environment settings: one typed object, one parser, one clear ConfigError per bad value.
 
+In the bottom layer beside :mod:`flocklog._filesettings`, so any part (the store, the CLI, the contrib
+integrations) can read them without importing the pipeline.
+
 Every ``FLOCKLOG_*`` variable the producer, the worker and ``flocklog status`` read is described once in
 ``_NUMBERS`` / :class:`PipelineSettings`; the small functions below (``broker_timeout()`` ...) are views of one
 field each, kept because the worker and the CLI call them by name.
