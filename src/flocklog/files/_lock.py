@@ -241,3 +241,14 @@ class RotationLock:
                 with suppress(OSError):
                     os.close(fd)
                 setattr(self, name, None)
+
+
+def baseLockFilename(baseFilename: str) -> tuple[str, str]:
+    """(directory, name) of a set's lock file: ``logs/app.log`` -> ``('logs', '.app.log.lock')``.
+
+    Hidden, and not matched by ``app.log*`` (logrotate, log shippers, cleanup scripts) nor by ``*`` in a shell;
+    it keeps the whole file name, so ``app.log`` and ``app.txt`` never share a lock; and it is not
+    concurrent-log-handler's ``.__app.lock``, so a clh process left running during a migration never shares it.
+    """
+    directory, name = os.path.split(os.path.abspath(baseFilename))
+    return directory, f".{name}.lock"
