@@ -51,6 +51,9 @@ class SafeFileMixin:
     _own_methods: tuple[Any, Any]
 
     baseLockFilename = staticmethod(baseLockFilename)
+    _splits_alone = False  # maxBytes rotates without backupCount (the timed handler's size splits): no
+    _slot_start = float("-inf")  # the time slot our file may take records of: all time, unless a timed handler
+    _slot_end = float("inf")
 
     def _setup(self, opts: Options, *, delay: bool) -> None:
         self.delay = delay
@@ -102,6 +105,9 @@ class SafeFileMixin:
         # A subclass overriding shouldRollover/doRollover gets the stdlib's protocol (see _emit_with_overrides).
         names = ("shouldRollover", "doRollover")
         self._custom = any(getattr(type(self), n) is not own for n, own in zip(names, self._own_methods, strict=True))
+        # The lock-free append strategy's fast path in emit (pread: POSIX; Windows always locks per record).
+        self._appends = not self._special and not self._custom and hasattr(os, "pread")
+        self._bom_floor = 1 if self._bom else 0  # a file still empty may need a byte-order mark: the slow path
         self._maintenance = Maintenance(self._lock_file, self._archives())
         self._maintenance.archives.permissions = opts.permissions
         _lifecycle.register(
@@ -232,13 +238,13 @@ class SafeFileMixin:
             text = text.replace("\n", self._newline)
         return text.encode(self._codec, self._text_errors)
 
-    def _write(self, fd: int, data: bytes) -> None:
-        if self._needs_newline:
+    def _write(self, fd: int, data: bytes, done: int = 0) -> None:
+        """Write all of ``data`` (from ``done`` on: the bytes a first, short ``os.write`` already wrote)."""
+        if self._needs_newline and not done:
             # A record was cut short (disk full): end that line so the next record is not glued to it.
             os.write(fd, b"\n")
             self._needs_newline = False
         view = memoryview(data)
-        done = 0
         while done < len(data):
             try:
                 done += os.write(fd, view[done:])
@@ -248,8 +254,41 @@ class SafeFileMixin:
                 raise
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Write one record with one ``os.write``; failures go to ``handleError`` and are counted, never raised."""
+        """Write one record with one ``os.write``; failures go to ``handleError`` and are counted, never raised.
+
+        The common case (our file is open, nothing rotated since our last record, the record fits the file and
+        its time slot) is spelled out here, with no call but the formatter's and the syscalls themselves (one
+        ``pread`` of the generation counter, the ``write``, and an ``lseek`` only when size rotation needs the
+        file's size): every other case takes the general path, which decides under the rotation lock.
+        """
         try:
+            if self._appends and self.keep_file_open and not self.lock_per_record:
+                text = self.format(record) + self.terminator  # type: ignore[attr-defined]  # logging.Handler
+                if self._newline != "\n":
+                    text = text.replace("\n", self._newline)
+                data = text.encode(self._codec, self._text_errors)
+                fd = self._fd
+                size = len(data)
+                max_bytes = self.maxBytes
+                tracks = max_bytes > 0 and (self._splits_alone or self.backupCount > 0)
+                gen_fd = self._lock_file.read_fd
+                if (
+                    fd is not None
+                    and gen_fd is not None
+                    and self._slot_start <= record.created < self._slot_end
+                    and not (tracks and self._end + size >= max_bytes)
+                    and self._end >= self._bom_floor
+                    and not self._needs_newline
+                    and time.monotonic() < self._next_check
+                    and os.pread(gen_fd, 8, 0) == self._gen_seen
+                ):
+                    written = os.write(fd, data)
+                    if written < size:  # a short write (a signal, a full disk): finish it the careful way
+                        self._write(fd, data, written)
+                    self._end = os.lseek(fd, 0, os.SEEK_CUR) if tracks else self._end + size
+                else:
+                    self._emit_bytes(record, data)
+                return
             if self._special:
                 self._write(self._open_fd(), self._encode(record))
             elif self._custom:

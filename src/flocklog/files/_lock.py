@@ -119,7 +119,7 @@ class RotationLock:
         self._fd: int | None = None
         self._pid = -1
         self._depth = 0
-        self._read_fd: int | None = None  # for the generation counter; reading needs no per-process descriptor
+        self.read_fd: int | None = None  # the generation counter's reader (None until first use, and after fork)
         self._presence_fd: int | None = None
 
     @property
@@ -172,9 +172,9 @@ class RotationLock:
 
     def generation(self) -> bytes:
         """The shared counter's 8 bytes (fewer if someone truncated the file: that compares as a change)."""
-        if self._read_fd is None:
-            self._read_fd = self._open()
-        return _pread(self._read_fd, 8, 0)
+        if self.read_fd is None:
+            self.read_fd = self._open()
+        return _pread(self.read_fd, 8, 0)
 
     def bump(self) -> None:
         """Tell every process that a file of the set was renamed or deleted (call while holding the lock)."""
@@ -235,7 +235,7 @@ class RotationLock:
         self._fd = None
         self._pid = -1
         self._depth = 0
-        for name in ("_read_fd", "_presence_fd"):  # a child's inherited copies are its own to close
+        for name in ("read_fd", "_presence_fd"):  # a child's inherited copies are its own to close
             fd = getattr(self, name)
             if fd is not None:
                 with suppress(OSError):

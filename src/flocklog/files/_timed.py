@@ -34,6 +34,8 @@ class TimedRotatingFileHandler(SafeFileMixin, _StdTimed):
     archive name that exists is never reused: more archives for one slot are numbered, ``.1`` the newest.
     """
 
+    _splits_alone = True  # maxBytes splits a slot's file whatever backupCount says
+
     def __init__(
         self,
         filename: str | os.PathLike[str],
