@@ -258,8 +258,8 @@ class SafeFileMixin:
 
         The common case (our file is open, nothing rotated since our last record, the record fits the file and
         its time slot) is spelled out here, with no call but the formatter's and the syscalls themselves (one
-        ``pread`` of the generation counter, the ``write``, and an ``lseek`` only when size rotation needs the
-        file's size): every other case takes the general path, which decides under the rotation lock.
+        ``pread`` of the generation counter, an ``lseek`` for the file's size only when size rotation needs it,
+        the ``write``): every other case takes the general path, which decides under the rotation lock.
         """
         try:
             if self._appends and self.keep_file_open and not self.lock_per_record:
@@ -276,18 +276,22 @@ class SafeFileMixin:
                     fd is not None
                     and gen_fd is not None
                     and self._slot_start <= record.created < self._slot_end
-                    and not (tracks and self._end + size >= max_bytes)
                     and self._end >= self._bom_floor
                     and not self._needs_newline
                     and time.monotonic() < self._next_check
                     and os.pread(gen_fd, 8, 0) == self._gen_seen
                 ):
-                    written = os.write(fd, data)
-                    if written < size:  # a short write (a signal, a full disk): finish it the careful way
-                        self._write(fd, data, written)
-                    self._end = os.lseek(fd, 0, os.SEEK_CUR) if tracks else self._end + size
-                else:
-                    self._emit_bytes(record, data)
+                    # The file's size now, all writers included, asked just before the write: a file overshoots
+                    # maxBytes only by what other processes write in that instant, never by what we learnt late.
+                    if tracks:
+                        self._end = os.lseek(fd, 0, os.SEEK_END)
+                    if not tracks or self._end + size < max_bytes:
+                        written = os.write(fd, data)
+                        if written < size:  # a short write (a signal, a full disk): finish it the careful way
+                            self._write(fd, data, written)
+                        self._end += size
+                        return
+                self._emit_bytes(record, data)
                 return
             if self._special:
                 self._write(self._open_fd(), self._encode(record))

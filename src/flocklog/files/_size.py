@@ -127,6 +127,8 @@ class RotatingFileHandler(SafeFileMixin, _StdRotating):
         fd = self._fd
         if fd is None or self._moved_lately():
             fd = self._open_fd() if fd is None else self._reopen()
+        elif self._rotates:
+            self._end = os.lseek(fd, 0, os.SEEK_END)  # the size now, not after our last record (see emit)
         if self._rotates and self._end + len(data) >= self.maxBytes:
             # Our file is full, or another process rotated it away from us (it was full): decide under the lock.
             with self._lock_file.held():

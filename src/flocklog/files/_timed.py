@@ -194,6 +194,8 @@ class TimedRotatingFileHandler(SafeFileMixin, _StdTimed):
             # Our file is this record's slot. If another process renamed it into an archive, it still is the
             # right file for this record, as long as it was not compressed or deleted meanwhile.
             usable = not self._moved_lately() or (os.fstat(fd).st_nlink > 0 and not self._slot_reassigned())
+            if usable and self.maxBytes:
+                self._end = os.lseek(fd, 0, os.SEEK_END)  # the size now, not after our last record (see emit)
             if usable and (not self.maxBytes or self._end + len(data) < self.maxBytes):
                 self._write_tracked(fd, data)
                 return
