@@ -143,6 +143,42 @@ def test_a_record_reaching_exactly_max_bytes_rotates_as_the_stdlib_does(tmp_path
     assert _contents(ours) == _contents(theirs)
 
 
+def test_max_bytes_and_backup_count_set_after_construction_are_honoured_like_the_stdlib(tmp_path: Path) -> None:
+    # The stdlib reads maxBytes/backupCount at each record; flocklog's fast path must not freeze them at start
+    # (it skips tracking the file's size while size rotation is off, and must pick it up again when turned on).
+    def run(handler: logging.handlers.RotatingFileHandler) -> None:
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        for i in range(30):
+            if i == 10:
+                handler.maxBytes, handler.backupCount = 60, 3
+            if i == 25:
+                handler.maxBytes = 0  # off again: the live file grows without rotating
+            handler.handle(_record(str(i % 10) * 9))
+        handler.close()
+
+    ours, theirs = tmp_path / "ours", tmp_path / "stdlib"
+    ours.mkdir()
+    theirs.mkdir()
+    run(RotatingFileHandler(str(ours / "app.log")))
+    run(logging.handlers.RotatingFileHandler(str(theirs / "app.log")))
+    assert _contents(ours) == _contents(theirs)
+    assert len(_contents(ours)) == 4
+
+
+def test_a_timed_handler_given_max_bytes_after_construction_splits_its_slot(tmp_path: Path) -> None:
+    handler = TimedRotatingFileHandler(str(tmp_path / "t.log"), when="midnight", backupCount=10)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for i in range(20):
+        if i == 5:
+            handler.maxBytes = 30
+        handler.handle(_record(str(i % 10) * 9))
+    handler.close()
+    contents = _contents(tmp_path)
+    assert sum(text.count("\n") for text in contents.values()) == 20
+    later = [text for text in contents.values() if not text.startswith("000000000")]  # written once maxBytes was set
+    assert len(later) >= 5 and all(len(text) <= 30 for text in later)
+
+
 def test_suffix_and_ext_match_set_after_construction_are_used(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     handler = TimedRotatingFileHandler(str(log), when="S", backupCount=2)

@@ -79,6 +79,29 @@ def test_append_overshoot_is_at_most_one_record_per_concurrent_writer(tmp_path: 
     assert max(sizes) <= max_bytes + 8 * longest  # the documented bound: maxBytes + one record per writer
 
 
+def test_paced_writers_rotate_on_the_size_of_now_not_of_their_last_record(tmp_path: Path, run_id: str) -> None:
+    # Writers that pause between records (as real apps do) each knew the file's size only as of their own last
+    # record: 12 of them appended to files already past maxBytes, archives grew ~6 records over on average and a
+    # set rotated ~20% fewer times than it should (clh's own high_stress_small_maxbytes case failed on it). The
+    # size is now asked just before each write, so a file goes over only by a write that raced in that instant.
+    log = tmp_path / "app.log"
+    max_bytes = 4 * 1024
+    kwargs = {"filename": str(log), "maxBytes": max_bytes, "backupCount": 5000}
+    queue = multiprocessing.get_context("spawn").Queue()
+    procs = [start_process("fork", queue, SIZE, kwargs, run_id, f"w{i}", 300, None, 64, 0.002) for i in range(12)]
+    written = dict(queue.get(timeout=180) for _ in range(12))
+    for proc in procs:
+        proc.join(timeout=60)
+        assert proc.exitcode == 0
+    report = verify_paths([str(log)], VerifyOptions(expected_counts=written, writers=12, allow_expired=False))
+    assert report.ok, report.to_dict()
+    longest = max(len(line) + 1 for p in [*_archives(tmp_path), log] for line in p.read_bytes().splitlines())
+    sizes = [p.stat().st_size for p in _archives(tmp_path)]
+    assert len(sizes) > 50
+    mean_over = sum(max(0, size - max_bytes) for size in sizes) / len(sizes)
+    assert mean_over < longest, f"archives {mean_over:.0f} bytes over maxBytes on average (a record is {longest})"
+
+
 def test_size_splits_within_a_slot_are_numbered_newest_first_like_the_stdlib(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     handler = TimedRotatingFileHandler(str(log), when="S", backupCount=100, maxBytes=40)

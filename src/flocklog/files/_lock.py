@@ -119,7 +119,7 @@ class RotationLock:
         self._fd: int | None = None
         self._pid = -1
         self._depth = 0
-        self._read_fd: int | None = None  # for the generation counter; reading needs no per-process descriptor
+        self.read_fd: int | None = None  # the generation counter's reader (None until first use, and after fork)
         self._presence_fd: int | None = None
 
     @property
@@ -172,9 +172,9 @@ class RotationLock:
 
     def generation(self) -> bytes:
         """The shared counter's 8 bytes (fewer if someone truncated the file: that compares as a change)."""
-        if self._read_fd is None:
-            self._read_fd = self._open()
-        return _pread(self._read_fd, 8, 0)
+        if self.read_fd is None:
+            self.read_fd = self._open()
+        return _pread(self.read_fd, 8, 0)
 
     def bump(self) -> None:
         """Tell every process that a file of the set was renamed or deleted (call while holding the lock)."""
@@ -235,9 +235,20 @@ class RotationLock:
         self._fd = None
         self._pid = -1
         self._depth = 0
-        for name in ("_read_fd", "_presence_fd"):  # a child's inherited copies are its own to close
+        for name in ("read_fd", "_presence_fd"):  # a child's inherited copies are its own to close
             fd = getattr(self, name)
             if fd is not None:
                 with suppress(OSError):
                     os.close(fd)
                 setattr(self, name, None)
+
+
+def baseLockFilename(baseFilename: str) -> tuple[str, str]:
+    """(directory, name) of a set's lock file: ``logs/app.log`` -> ``('logs', '.app.log.lock')``.
+
+    Hidden, and not matched by ``app.log*`` (logrotate, log shippers, cleanup scripts) nor by ``*`` in a shell;
+    it keeps the whole file name, so ``app.log`` and ``app.txt`` never share a lock; and it is not
+    concurrent-log-handler's ``.__app.lock``, so a clh process left running during a migration never shares it.
+    """
+    directory, name = os.path.split(os.path.abspath(baseFilename))
+    return directory, f".{name}.lock"
