@@ -12,7 +12,7 @@ from pathlib import Path
 
 from writers import POSIX, build, start_process
 
-from flocklog.testing import stamped_logger, write_stamped
+from flocklog.stamps import stamped_logger, write_stamped
 from flocklog.verify import VerifyOptions, verify_paths
 
 pytestmark = POSIX  # fork, fcntl, signals
