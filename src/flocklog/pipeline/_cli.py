@@ -15,18 +15,36 @@ if TYPE_CHECKING:
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--broker", envvar="FLOCKLOG_BROKER_URL", default=None, help="Broker URL (default: embedded).")
 @click.option("--database", envvar="FLOCKLOG_DATABASE_URL", default=None, help="Store URL (default: SQLite).")
+@click.option("--spool-dir", envvar="FLOCKLOG_SPOOL_DIR", default=None, help="The producers' spool on this host.")
+@click.option(
+    "--adopt-spools/--no-adopt-spools",
+    default=True,
+    show_default=True,
+    help="Replay spool files of exited producers every few seconds (env FLOCKLOG_ADOPT_SPOOLS=0: off).",
+)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
-def worker(broker: str | None, database: str | None, celery_args: tuple[str, ...]) -> None:
+def worker(
+    broker: str | None,
+    database: str | None,
+    spool_dir: str | None,
+    adopt_spools: bool,
+    celery_args: tuple[str, ...],
+) -> None:
     """Run the batch-writing Celery worker on queue 'logs' (extra arguments go to 'celery worker').
 
     Same as: celery -A flocklog.pipeline.celery_app worker -Q logs. Watch it with Flower (start the worker
     with -E so that its tasks show): celery -A flocklog.pipeline.celery_app flower. The worker refuses to start
-    when its database cannot be reached or its table cannot be created.
+    when its database cannot be reached or its table cannot be created. Its main process replays the spool
+    files of producers that exited (same host, same spool directory), so nothing waits for a manual replay.
     """
     if broker:
         os.environ["FLOCKLOG_BROKER_URL"] = broker
     if database:
         os.environ["FLOCKLOG_DATABASE_URL"] = database
+    if spool_dir:
+        os.environ["FLOCKLOG_SPOOL_DIR"] = spool_dir
+    if not adopt_spools:
+        os.environ["FLOCKLOG_ADOPT_SPOOLS"] = "0"
     # Build the app here (celery -A builds the same one after the exec): a bad setting, or a database the worker
     # could never write to, fails now as one clear line rather than as a traceback from inside celery.
     from flocklog.pipeline.celery_app import database_problem, get_app

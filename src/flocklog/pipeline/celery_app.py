@@ -158,6 +158,10 @@ def make_celery_app(
         flocklog_max_retries=task_max_retries(),
         flocklog_retry_delay=task_retry_delay(),
         flocklog_check_database=True,
+        flocklog_adopt_spools=True,
+        # The worker imports this at start; its worker_ready handler starts the spool adopter in the main
+        # process (an import here would be a cycle: the adopter sends through the transports, which use this).
+        imports=("flocklog.pipeline._adopter",),
     )
     app.conf.update(overrides)
     _register(app)
