@@ -13,7 +13,7 @@ import pytest
 from writers import POSIX, build, start_interpreter, start_process
 
 from flocklog.files.handlers import RotatingFileHandler, TimedRotatingFileHandler
-from flocklog.testing import Stamp, stamped_logger, write_stamped
+from flocklog.stamps import Stamp, stamped_logger, write_stamped
 from flocklog.verify import VerifyOptions, verify_paths
 
 pytestmark = POSIX  # fork, and writers started as separate interpreters
