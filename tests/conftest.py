@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
+from service_rules import need
+
 PG_HOST = os.environ.get("FLOCKLOG_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("FLOCKLOG_TEST_PG_PORT", "5432"))
 REDIS_HOST = os.environ.get("FLOCKLOG_TEST_REDIS_HOST", "127.0.0.1")
@@ -62,15 +63,6 @@ def _stop_orphans_of_dead_runs() -> None:
             continue
         with contextlib.suppress(OSError):
             os.kill(int(entry.name), signal.SIGKILL)
-
-
-def need(condition: bool, reason: str) -> None:
-    """Skip (outside CI) or fail (under CI) when a service or privilege a test needs is missing."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"{reason} (CI=true: a missing service is a failure, not a skip)")
-    pytest.skip(reason)
 
 
 def port_open(host: str, port: int, timeout: float = 1.0) -> bool:

@@ -15,20 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import pytest
 from pipeline_helpers import free_port
-
-# tests/conftest.py's need(), restated: ``from conftest import need`` is ambiguous in a full run.
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def need(condition: bool, reason: str) -> None:
-    """Skip (outside CI) or fail (under CI) when a service or privilege a test needs is missing."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"{reason} (CI=true: a missing service is a failure, not a skip)")
-    pytest.skip(reason)
 
 
 def _bin(name: str) -> str | None:

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 from pipeline_helpers import PrivateRedis, Worker, broker_counts, count_rows, service_env, start_producers, wait_until
-from private_services import PrivatePostgres, need, private_postgres_problem
+from private_services import PrivatePostgres, private_postgres_problem
+
+from service_rules import need
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 PRODUCERS, EACH = 4, 2500

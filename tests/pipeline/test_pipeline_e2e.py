@@ -12,6 +12,7 @@ from pipeline_helpers import (
     CuttableProxy,
     PrivateRedis,
     Worker,
+    broker_counts,
     count_rows,
     drop_table,
     service_env,
@@ -37,25 +38,16 @@ def _join(procs: list) -> None:  # type: ignore[type-arg]  # multiprocessing pro
         assert proc.exitcode == 0
 
 
-def _broker_state(url: str | None) -> dict[str, int]:
-    if url is None:
-        return {}
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        return {"queued": int(client.llen("logs")), "unacked": int(client.hlen("unacked"))}
-    except redis.RedisError:
-        return {}
-    finally:
-        client.close()
-
-
 def _assert_exactly(dsn: str, table: str, worker_log: Path, broker: str | None = None) -> None:
     done = wait_until(lambda: count_rows(dsn, table)[0] >= TOTAL, timeout=150, interval=0.5)
     rows, distinct = count_rows(dsn, table)
     log_tail = "\n".join(line for line in worker_log.read_text().splitlines() if "succeeded" not in line)[-3000:]
-    assert done and rows == TOTAL and distinct == TOTAL, (rows, distinct, _broker_state(broker), log_tail)
+    assert done and rows == TOTAL and distinct == TOTAL, (
+        rows,
+        distinct,
+        (broker_counts(broker) if broker else {}),
+        log_tail,
+    )
     time.sleep(1.0)  # nothing more trickles in later (a redelivered batch would add duplicates here)
     assert count_rows(dsn, table) == (TOTAL, TOTAL)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -13,25 +12,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from flocklog.errors import HubError
 from flocklog.hub import query_status
 from flocklog.stamps import parse_stamp
 
 FORMAT = "%(message)s"
-# The rule of tests/conftest.py's need(), restated: ``from conftest import need`` is ambiguous in a full run, where
-# pytest has imported tests/contrib/conftest.py under the same module name.
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def need(condition: bool, reason: str) -> None:
-    """Skip (outside CI) or fail (under CI) when a service or program a test needs is missing."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"{reason} (CI=true: a missing service is a failure, not a skip)")
-    pytest.skip(reason)
 
 
 def write_config(tmp_path: Path, handlers: dict[str, dict[str, Any]]) -> Path:

@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
-from sinkhelpers import IN_CI, check_exactly_once, finish, start_serve, start_writers, wait_for, write_config
+from sinkhelpers import check_exactly_once, finish, start_serve, start_writers, wait_for, write_config
 
 from flocklog.stamps import format_stamp, parse_stamp
+from service_rules import IN_CI
 
 pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed (pip install 'flocklog[otel]')")
 from otlpreceiver import Receiver  # imports opentelemetry-proto

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sinkhelpers import check_exactly_once, finish, need, start_serve, start_writers, wait_for, write_config
+from sinkhelpers import check_exactly_once, finish, start_serve, start_writers, wait_for, write_config
 
 from flocklog.hub.sinks import SyslogHandler
 from flocklog.hub.sinks.syslog import parse_address, severity
+from service_rules import need
 
 RSYSLOGD = shutil.which("rsyslogd") or ("/usr/sbin/rsyslogd" if Path("/usr/sbin/rsyslogd").exists() else None)
 # What the private rsyslog writes per message: enough to check PROCID, MSGID and structured data.
