@@ -294,3 +294,32 @@ def test_an_externally_truncated_lock_file_never_crashes_a_writer(tmp_path: Path
     handler.close()
     report = verify_paths([str(log)], VerifyOptions(expected_counts={"w": 200, "w2": 200}, allow_expired=False))
     assert report.ok, report.to_dict()
+
+
+def test_a_hole_left_by_a_rotation_killed_mid_shift_is_closed_by_the_next_rotation(tmp_path: Path) -> None:
+    """A writer SIGKILLed inside a shift leaves ``.6`` and no ``.5`` (it renamed ``.5`` to ``.6`` and died).
+
+    The stdlib shifts each archive by one, so the hole would travel up the set for ever and ``flocklog verify``
+    would (rightly) see an archive missing inside the numbering. The next rotation must close it, keep the
+    archives in age order and carry the ``.gz`` twins along.
+    """
+    log = tmp_path / "app.log"
+    log.write_text("live\n")
+    for index, age in [(1, 1), (2, 2), (3, 3), (4, 4), (6, 5)]:  # the state the killed shift left behind
+        name = tmp_path / f"app.log.{index}"
+        if age == 3:
+            with gzip.open(f"{name}.gz", "wt") as out:
+                out.write(f"age {age}\n")
+        else:
+            name.write_text(f"age {age}\n")
+    handler = RotatingFileHandler(str(log), maxBytes=1000, backupCount=10)
+    try:
+        handler.doRollover()
+    finally:
+        handler.close()
+    archives = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("app.log."))
+    assert archives == ["app.log.1", "app.log.2", "app.log.3", "app.log.4.gz", "app.log.5", "app.log.6"]
+    assert (tmp_path / "app.log.1").read_text() == "live\n"
+    with gzip.open(tmp_path / "app.log.4.gz", "rt") as compressed:
+        assert compressed.read() == "age 3\n"
+    assert [(tmp_path / f"app.log.{i}").read_text() for i in (2, 3, 5, 6)] == [f"age {a}\n" for a in (1, 2, 4, 5)]

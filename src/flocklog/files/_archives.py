@@ -19,6 +19,36 @@ Rotate = Callable[[str, str], None]
 Namer = Callable[[str], str]
 
 
+def _shift_numbered(present: list[int], name: Callable[[int], str], limit: int | None) -> None:
+    """Make room at ``.1``: the k-th newest numbered archive (``present``, ascending) moves to ``k + 2``.
+
+    A process killed in the middle of a shift leaves a hole in the numbering (``.124`` renamed to ``.125``,
+    ``.123`` not yet to ``.124``). The stdlib shifts each file by one, so the hole would travel up the set for
+    ever and look like an archive that retention deleted; placing by rank closes it on the next rotation.
+    Archives whose place would pass ``limit`` (``backupCount``) are deleted, oldest first, as in the stdlib.
+    ``.gz`` twins move with their plain names. The caller holds the rotation lock.
+    """
+    target = {index: k + 2 for k, index in enumerate(present)}
+    kept = []
+    for index in reversed(present):
+        if limit is not None and target[index] > limit:
+            for ext in ("", ".gz"):
+                _remove(name(index) + ext)
+        else:
+            kept.append(index)
+    # Above the lowest hole every archive moves down (or stays), lowest first; below it each moves up by one,
+    # highest first (``kept`` is highest first). Either way the name a file moves to is already free.
+    down = [index for index in reversed(kept) if target[index] < index]
+    up = [index for index in kept if target[index] > index]
+    for index in down + up:
+        to = name(target[index])
+        for stale in ("", ".gz"):
+            _remove(to + stale)
+        for ext in ("", ".gz"):
+            if _exists(name(index) + ext):
+                os.rename(name(index) + ext, to + ext)
+
+
 class _Archives:
     """What both archive kinds share: compressing one plain archive safely, and cleaning crash leftovers."""
 
@@ -86,18 +116,8 @@ class SizeArchives(_Archives):
         return sorted(i for i in found if 1 <= i <= self.backup_count)
 
     def shift(self, rotate: Rotate) -> None:
-        """The stdlib's rollover, aware of ``.gz`` twins; the caller holds the rotation lock."""
-        for index in reversed(self._present()):
-            if index >= self.backup_count:
-                for ext in ("", ".gz"):
-                    _remove(self.name(index) + ext)  # the oldest goes, as in the stdlib
-                continue
-            for ext in ("", ".gz"):
-                source = self.name(index) + ext
-                if _exists(source):
-                    for stale in ("", ".gz"):
-                        _remove(self.name(index + 1) + stale)
-                    os.rename(source, self.name(index + 1) + ext)
+        """The stdlib's rollover, aware of ``.gz`` twins and closing holes; the caller holds the rotation lock."""
+        _shift_numbered(self._present(), self.name, self.backup_count)
         for stale in ("", ".gz"):
             _remove(self.name(1) + stale)
         rotate(self.base, self.name(1))
@@ -189,11 +209,7 @@ class TimedArchives(_Archives):
         if final and not (_exists(stem) or _exists(stem + ".gz")):
             rotate(self.base, stem)
             return stem
-        for index in reversed(self._counters(stem)):
-            for ext in ("", ".gz"):
-                source = f"{stem}.{index}{ext}"
-                if _exists(source):
-                    os.rename(source, f"{stem}.{index + 1}{ext}")
+        _shift_numbered(self._counters(stem), lambda index: f"{stem}.{index}", None)
         rotate(self.base, f"{stem}.1")
         return f"{stem}.1"
 
