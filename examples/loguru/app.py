@@ -18,7 +18,7 @@ from pathlib import Path
 from loguru import logger
 
 import flocklog
-from flocklog.testing import format_stamp, payload_of
+from flocklog.stamps import format_stamp, payload_of
 from flocklog.verify import VerifyOptions, verify_paths
 
 

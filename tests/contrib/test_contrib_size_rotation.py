@@ -113,7 +113,7 @@ def test_django_flocklog_setting_rotates_by_size_only(
     settings.write_text(settings.read_text() + f"\nFLOCKLOG = {flocklog_setting}\n")
     code = (
         "import logging\n"
-        "from flocklog.testing import StampFilter, write_stamped\n"
+        "from flocklog.stamps import StampFilter, write_stamped\n"
         "log = logging.getLogger('myapp.views')\n"
         "log.addFilter(StampFilter())\n"
         f"write_stamped(log, run={run_id!r}, writer='w0', count={REQUESTS})\n"

@@ -70,7 +70,7 @@ def one_run(
     wenv = dict(env, FLOCKLOG_HUB_ADDRESS=f"unix:{sock}", FLOCKLOG_HUB_SPOOL_DIR=str(spool))
     kwargs = json.dumps({"when_full": "block", "retry_interval": 0.1, "drain_timeout": 60})
     hub = _serve(config, sock, env)
-    command = [sys.executable, "-m", "flocklog.testing", "--handler", "flocklog.HubHandler", "--kwargs", kwargs]
+    command = [sys.executable, "-m", "flocklog.stamps", "--handler", "flocklog.HubHandler", "--kwargs", kwargs]
     options = ["--run", run, "--count", str(count), "--pause", str(pause), "--format", FORMAT]
     procs = [
         subprocess.Popen(

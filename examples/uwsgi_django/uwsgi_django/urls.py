@@ -5,7 +5,7 @@ import logging
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
-from flocklog.testing import Stamp, StampFilter
+from flocklog.stamps import Stamp, StampFilter
 
 log = logging.getLogger("uwsgi_django")
 log.addFilter(StampFilter())
