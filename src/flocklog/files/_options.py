@@ -76,8 +76,7 @@ class Options:
     raw: dict[str, Any]  # the concurrent-log-handler options as given, exposed as attributes like clh does
 
 
-def _options(
-    *,
+def options_from_arguments(
     compress: bool,
     use_gzip: bool | None,
     max_age: float | None,
@@ -96,6 +95,7 @@ def _options(
     debug: bool,
     legacy: dict[str, Any],
 ) -> Options:
+    """The handlers' extra arguments, in their signature's order, checked once; a bad one is a ``ConfigError``."""
     legacy.pop("delay", None)  # concurrent-log-handler's own ``delay`` is accepted and ignored there too
     if legacy:
         raise ConfigError(
@@ -168,43 +168,3 @@ def _resolve_owner(owner: Any) -> tuple[int, int]:
     except KeyError as exc:
         raise ConfigError(f"owner {owner!r}: unknown user or group {exc}") from None
     return uid, gid
-
-
-def options_from_arguments(
-    compress: bool,
-    use_gzip: bool | None,
-    max_age: float | None,
-    lock_file: str | os.PathLike[str] | None,
-    lock_file_directory: str | os.PathLike[str] | None,
-    file_mode: int | None,
-    chmod: int | None,
-    umask: int | None,
-    owner: Any,
-    newline: str | None,
-    terminator: str | None,
-    unicode_error_policy: str | None,
-    keep_file_open: bool,
-    lock_per_record: bool | None,
-    rotate_on_start: bool,
-    debug: bool,
-    legacy: dict[str, Any],
-) -> Options:
-    return _options(
-        compress=compress,
-        use_gzip=use_gzip,
-        max_age=max_age,
-        lock_file=lock_file,
-        lock_file_directory=lock_file_directory,
-        file_mode=file_mode,
-        chmod=chmod,
-        umask=umask,
-        owner=owner,
-        newline=newline,
-        terminator=terminator,
-        unicode_error_policy=unicode_error_policy,
-        keep_file_open=keep_file_open,
-        lock_per_record=lock_per_record,
-        rotate_on_start=rotate_on_start,
-        debug=debug,
-        legacy=legacy,
-    )
