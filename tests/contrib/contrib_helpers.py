@@ -47,6 +47,13 @@ def stamped_count(directory: Path, run: str) -> int:
     return total
 
 
+def wait_for_clock_boundary(seconds: float = 1.0) -> None:
+    """Return once the wall clock has entered its next ``seconds`` slot: a condition, so a run split around it
+    crosses a rotation boundary however fast or slow the machine is."""
+    boundary = (time.time() // seconds + 1) * seconds
+    wait_until(lambda: time.time() >= boundary + 0.05, seconds + 120, "the next clock boundary")
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str, on_fail: Callable[[], str] = str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -123,8 +130,10 @@ def wait_for_workers(log_dir: Path, marker: str, workers: int, server: Server, t
     wait_until(ready, timeout, f"{workers} workers to log {marker!r}", lambda: f"{started()}\n{server.output()}")
 
 
-def hammer(url: str, run: str, requests: int, threads: int = 4) -> None:
+def hammer(url: str, run: str, requests: int, threads: int = 4, *, first: int = 0) -> None:
     """``requests`` GETs from ``threads`` httpx clients, each request a writer of its own (one record, seq 0).
+
+    Writers are named ``r<first>`` onwards, so one run can be sent in parts.
 
     Every request opens its own connection, so the kernel hands them to whichever worker accepts next; kept-alive
     connections would pin a whole thread's share to the worker that accepted it first.
@@ -136,7 +145,7 @@ def hammer(url: str, run: str, requests: int, threads: int = 4) -> None:
     def worker(offset: int) -> None:
         limits = httpx.Limits(max_keepalive_connections=0)
         with httpx.Client(timeout=30, limits=limits) as client:
-            for index in range(offset, requests, threads):
+            for index in range(first + offset, first + requests, threads):
                 response = client.get(url, params={"run": run, "writer": f"r{index}"})
                 response.raise_for_status()
 

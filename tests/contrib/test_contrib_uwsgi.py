@@ -11,7 +11,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from contrib_helpers import EXAMPLES, Server, free_port, hammer, pid_of, wait_for_port, wait_until
+from contrib_helpers import (
+    EXAMPLES,
+    Server,
+    free_port,
+    hammer,
+    pid_of,
+    wait_for_clock_boundary,
+    wait_for_port,
+    wait_until,
+)
 
 from flocklog.contrib.uwsgi import hub_config
 from flocklog.verify import VerifyOptions, verify_paths
@@ -113,8 +122,12 @@ def test_four_uwsgi_workers_log_every_request_once_across_rotations(
 ) -> None:
     deployment = Deployment(tmp_path, subprocess_env, start_server, mode)
     server = deployment.start(lazy=lazy, threads=threads)
-    hammer(deployment.url(), run_id, REQUESTS)
-    _crosses_boundaries_by_waiting(deployment)
+    half = REQUESTS // 2
+    hammer(deployment.url(), run_id, half)
+    wait_for_clock_boundary()  # the run spans a boundary however fast the machine serves it
+    hammer(deployment.url(), run_id, REQUESTS - half, first=half)
+    wait_for_clock_boundary()
+    hammer(deployment.url(), "warmup", 8)  # a record after the boundary, so the run's last slot is archived
     deployment.stop(server)
     report = verify_paths(
         [str(deployment.logs / "app.log")],
@@ -130,13 +143,6 @@ def test_four_uwsgi_workers_log_every_request_once_across_rotations(
     assert len([line for line in lines if "worker ready" in line]) == (4 if lazy else 1)
     if mode == "hub" and not threads:
         assert "runs without --enable-threads" in server.log.read_text()
-
-
-def _crosses_boundaries_by_waiting(deployment: Deployment) -> None:
-    import time
-
-    time.sleep(2.2)  # not synchronisation: the next boundary must pass before the marker request below
-    hammer(deployment.url(), "warmup", 8)
 
 
 @pytest.mark.parametrize("mode", ["files", "hub"])
