@@ -21,7 +21,13 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_init, worker_process_init
 
-from flocklog._pipelinesettings import broker_timeout, env_number, task_max_retries, visibility_timeout
+from flocklog._pipelinesettings import (
+    adopt_spools,
+    broker_timeout,
+    env_number,
+    task_max_retries,
+    visibility_timeout,
+)
 from flocklog.pipeline.protocol import QUEUE, RECEIPT_PREFIX, TASK_NAME, receipt_client
 from flocklog.record import ExecutionRecord
 
@@ -158,7 +164,7 @@ def make_celery_app(
         flocklog_max_retries=task_max_retries(),
         flocklog_retry_delay=task_retry_delay(),
         flocklog_check_database=True,
-        flocklog_adopt_spools=True,
+        flocklog_adopt_spools=adopt_spools(),  # $FLOCKLOG_ADOPT_SPOOLS; a bad value fails here, at start
         # The worker imports this at start; its worker_ready handler starts the spool adopter in the main
         # process (an import here would be a cycle: the adopter sends through the transports, which use this).
         imports=("flocklog.pipeline._adopter",),

@@ -213,6 +213,8 @@ def replay_spool(
     A batch the worker already confirmed (its receipt is in Redis: it was delivered before it was spooled, or by
     an earlier replay whose receipt came late) is deleted instead of sent again, and counted in
     ``counts["already_confirmed"]``. A resent batch keeps its batch id, so either delivery's receipt confirms it.
+    ``counts`` also gets ``replayed`` (records sent, including those sent before a failure stopped the replay)
+    and ``batches_replayed`` / ``batches_already_confirmed`` (files).
     """
     spool.recover_orphans()
     confirmed: set[str] = set()
@@ -230,6 +232,7 @@ def replay_spool(
             spool.done(claimed)
             if counts is not None:
                 counts["already_confirmed"] += len(records)
+                counts["batches_already_confirmed"] += 1
             continue
         try:
             target.send(records, batch_id=batch_id)
@@ -238,6 +241,9 @@ def replay_spool(
             raise
         spool.done(claimed)
         sent += len(records)
+        if counts is not None:
+            counts["batches_replayed"] += 1
+            counts["replayed"] += len(records)
         if limit is not None and count + 1 >= limit:
             break
     return sent
