@@ -32,7 +32,15 @@ from flocklog._pipelinesettings import (
     visibility_timeout,
 )
 from flocklog.errors import PipelineError
-from flocklog.pipeline.protocol import CELERY_APP, QUEUE, RECEIPT_PREFIX, TASK_NAME, receipt_client, worker_command
+from flocklog.pipeline.protocol import (
+    CELERY_APP,
+    QUEUE,
+    RECEIPT_PREFIX,
+    TASK_NAME,
+    encode_batch,
+    receipt_client,
+    worker_command,
+)
 from flocklog.pipeline.spool import SpoolTransport
 from flocklog.record import ExecutionRecord
 
@@ -115,7 +123,7 @@ class CeleryTransport:
         try:
             self.app.send_task(
                 TASK_NAME,
-                args=[[r.to_wire() for r in records]],
+                args=[encode_batch(records)],
                 kwargs={"batch_id": batch_id},
                 queue=QUEUE,
                 serializer="json",
