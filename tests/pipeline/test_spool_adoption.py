@@ -150,3 +150,41 @@ def test_status_shows_the_adopters_failures_while_the_broker_is_down_and_its_ado
         worker.stop()
         broker.stop()
     assert _status(env, spool)["adopter"].startswith("none running"), "a stopped worker's counters linger"
+
+
+def _spool_a_batch_and_exit(spool: Path) -> None:
+    from flocklog.pipeline.record import ExecutionRecord
+    from flocklog.pipeline.spool import SpoolTransport
+
+    SpoolTransport(spool).send([ExecutionRecord.create(20, "left behind", "t", i=i) for i in range(5)])
+
+
+def test_each_failed_adoption_is_counted_in_stats_and_warned_on_the_flocklog_logger(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import multiprocessing
+
+    from flocklog.pipeline._adopter import SpoolAdopter, stats_path
+
+    spool = tmp_path / "spool"
+    child = multiprocessing.get_context("spawn").Process(target=_spool_a_batch_and_exit, args=(spool,))
+    child.start()
+    child.join(timeout=120)
+    assert child.exitcode == 0 and _spooled_records(spool) == 5  # a spool of a process that is gone
+    adopter = SpoolAdopter(spool, f"redis://127.0.0.1:{free_port()}/0", interval=0.05)  # nothing listens there
+    with caplog.at_level(logging.WARNING, logger="flocklog"):
+        adopter.start()
+        try:
+            assert wait_until(lambda: adopter.stats()["failures"] >= 2, 120), adopter.stats()
+            published = json.loads(stats_path(spool, os.getpid()).read_text())
+        finally:
+            adopter.stop()
+    stats = adopter.stats()
+    assert "broker unreachable" in str(stats["last_error"]) and stats["last_error_at"], stats
+    assert stats["records_replayed"] == stats["adopted_spools"] == stats["adoptions"] == 0, stats
+    assert published["failures"] >= 1 and "broker unreachable" in published["last_error"], published
+    warned = [r for r in caplog.records if r.name == "flocklog" and "spool adoption from" in r.getMessage()]
+    assert len(warned) >= 2 and all(r.levelno == logging.WARNING for r in warned)
+    assert _spooled_records(spool) == 5, "a failed adoption leaves the batches in the spool"
+    assert not stats_path(spool, os.getpid()).exists(), "the counters file goes with its worker"
