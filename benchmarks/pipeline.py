@@ -7,8 +7,8 @@ Each repetition runs, one after the other on the same machine:
 1. **per-row INSERT**: N app processes, each INSERTing and committing one row per record (the design replaced);
 2. **COPY floor**: N processes writing pre-built records straight to the store in batches of 1000 (COPY through a
    temp table + ``ON CONFLICT``), the fastest a batch writer gets here;
-3. **pipeline**: N producer processes with ``ExecutionLogger`` at its DEFAULT settings (a flat-out burst fills the
-   10,000-record buffer and spills to the spool, which is replayed), Redis, one Celery worker (concurrency 2),
+3. **pipeline**: N producer processes with ``ExecutionLogger`` at its DEFAULT settings (a flat-out burst may fill the
+   10,000-record buffer and spill to the spool, which is replayed), Redis, one Celery worker (concurrency 2),
    PostgreSQL; rows/s from the first record logged to the last row committed; records dropped are counted.
 
 Reported: the median of the repetitions with the spread (min-max), the ratios of the medians, and each

@@ -25,10 +25,12 @@ __all__ = [
     "MIN_RECEIPT_TIMEOUT",
     "TRANSPORTS",
     "PipelineSettings",
+    "adopt_spools",
     "broker_timeout",
     "check_at_least",
     "check_settings",
     "default_receipt_timeout",
+    "env_flag",
     "env_number",
     "max_record_bytes",
     "resolve_spool_dir",
@@ -57,6 +59,12 @@ _NUMBERS: dict[str, tuple[str, float, bool, float]] = {
     "task_max_retries": ("FLOCKLOG_TASK_MAX_RETRIES", 8, True, 0.0),
     "max_record_bytes": ("FLOCKLOG_MAX_RECORD_BYTES", DEFAULT_MAX_RECORD_BYTES, True, 64.0),
 }
+# field -> (variable, default)
+_FLAGS: dict[str, tuple[str, bool]] = {
+    "adopt_spools": ("FLOCKLOG_ADOPT_SPOOLS", True),
+}
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,7 @@ class PipelineSettings:
     receipt_timeout: float = 60.0
     task_max_retries: int = 8
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    adopt_spools: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PipelineSettings:
@@ -80,6 +89,12 @@ class PipelineSettings:
         for field in _NUMBERS:
             try:
                 values[field] = _parse(field, env)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        flags: dict[str, bool] = {}
+        for field, (name, default) in _FLAGS.items():
+            try:
+                flags[field] = env_flag(name, default, environ=env)
             except ConfigError as exc:
                 errors.append(str(exc))
         try:
@@ -97,6 +112,7 @@ class PipelineSettings:
             receipt_timeout=values["receipt_timeout"],
             task_max_retries=int(values["task_max_retries"]),
             max_record_bytes=int(values["max_record_bytes"]),
+            adopt_spools=flags["adopt_spools"],
         )
 
 
@@ -124,6 +140,20 @@ def env_number(
         kind = "a whole number" if integer else "a number"
         raise ConfigError(f"{name}={raw!r} is not {kind}") from None
     return check_at_least(f"{name}={raw!r}", value, minimum)
+
+
+def env_flag(name: str, default: bool, *, environ: Mapping[str, str] | None = None) -> bool:
+    """``$name`` as a yes/no: ``1/true/yes/on`` or ``0/false/no/off`` (any case). Anything else is a
+    :class:`ConfigError` naming the variable: a typo such as ``maybe`` must not quietly mean "on"."""
+    raw = (os.environ if environ is None else environ).get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a yes/no value: use one of {', '.join(_TRUE + _FALSE)}")
 
 
 def check_at_least(what: str, value: float, minimum: float) -> float:
@@ -157,6 +187,12 @@ def task_max_retries() -> int:
 def max_record_bytes() -> int:
     """The largest record ``log()`` accepts (``$FLOCKLOG_MAX_RECORD_BYTES``, 256 KiB)."""
     return int(_parse("max_record_bytes", os.environ))
+
+
+def adopt_spools() -> bool:
+    """Does the worker replay the spools of exited producers? (``$FLOCKLOG_ADOPT_SPOOLS``, default yes)."""
+    name, default = _FLAGS["adopt_spools"]
+    return env_flag(name, default)
 
 
 def resolve_spool_dir(

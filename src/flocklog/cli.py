@@ -162,7 +162,7 @@ def status(
     table.add_column("key")
     table.add_column("value")
     for key, value in data.items():
-        table.add_row(str(key), str(value))
+        table.add_row(str(key), "-" if value is None else str(value))
     Console().print(table)
 
 

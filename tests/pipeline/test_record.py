@@ -45,3 +45,41 @@ def test_records_carry_their_id_time_and_place() -> None:
     record = ExecutionRecord.create(20, "paid", "billing", amount=3, note=None, ratio=0.5)
     assert record.id.version == 4 and record.ts.tzinfo is not None and record.pid == os.getpid()
     assert ExecutionRecord.from_wire(record.to_wire()) == record
+
+
+def test_the_celery_batch_format_carries_every_record_exactly() -> None:
+    """``encode_batch`` / ``decode_batch`` (the task's argument) round-trip any record ``log()`` accepts."""
+    import math
+
+    from flocklog.pipeline.protocol import decode_batch, encode_batch
+
+    records = [
+        ExecutionRecord.create(20, "plain", "app", n=1, ok=True, none=None, ratio=0.1),
+        ExecutionRecord.create(
+            "WARNING", "ünïcödé ✓ \U0001f600", "billing", city="Zürich", nested={"a": [1, {"b": "c"}]}
+        ),
+        ExecutionRecord.create(40, 'quotes " and \\ backslashes\nnewline', "x", big=10**300, small=-(2**62), f=math.pi),
+        ExecutionRecord.create(10, "", "", **{"": "empty name", "fields": {"level": 3}}),
+    ]
+    valid, malformed = decode_batch(encode_batch(records))
+    assert malformed == []
+    assert valid == records
+    assert [type(r.id) for r in valid] == [uuid.UUID] * len(records)
+
+
+def test_a_malformed_row_of_a_batch_is_kept_aside_and_its_neighbours_decoded() -> None:
+    import json
+
+    from flocklog.pipeline.protocol import decode_batch, encode_batch
+
+    good = [ExecutionRecord.create(20, f"r{i}", "app", i=i) for i in range(3)]
+    payload = json.loads(encode_batch(good))
+    payload["rows"][1:1] = [["not-a-uuid", 1.0, 20, "t", "m", {}, "h", 1], [1, 2, 3], "text"]
+    payload["rows"].append([good[0].id.hex, str(good[0].ts.timestamp()), "20", "app", "careful path", {}, "h", 1])
+    valid, malformed = decode_batch(json.dumps(payload))
+    assert [r.message for r in valid] == ["r0", "r1", "r2", "careful path"]
+    assert [row for row, _ in malformed] == [payload["rows"][1], [1, 2, 3], "text"]
+    assert all(reason.startswith("not an execution-log record") for _, reason in malformed)
+    for broken in ("[1, 2]", '{"v": 2, "rows": []}', "not json", '{"v": 1}'):
+        assert decode_batch(broken) == ([], [(broken, decode_batch(broken)[1][0][1])])
+        assert "cannot be read" in decode_batch(broken)[1][0][1]

@@ -12,7 +12,7 @@ import pytest
 
 from flocklog import ExecutionLogger
 from flocklog.errors import ConfigError
-from flocklog.pipeline.transports import CeleryTransport, receipt_client
+from flocklog.pipeline.transports import CeleryTransport, receipt_client, worker_command
 
 
 @pytest.mark.parametrize(
@@ -26,6 +26,7 @@ from flocklog.pipeline.transports import CeleryTransport, receipt_client
         ("FLOCKLOG_VISIBILITY_TIMEOUT", "-5", "of at least"),
         ("FLOCKLOG_TASK_MAX_RETRIES", "2.5", "is not a whole number"),
         ("FLOCKLOG_RECEIPT_TIMEOUT", "a minute", "is not a number"),
+        ("FLOCKLOG_ADOPT_SPOOLS", "maybe", "is not a yes/no value"),
     ],
 )
 def test_a_bad_setting_is_a_config_error_naming_the_variable_when_the_logger_is_built(
@@ -151,3 +152,37 @@ def test_every_old_name_of_the_transports_module_is_still_importable() -> None:
     ]:
         assert hasattr(transports, name), name
     assert old_record.ExecutionRecord is ExecutionRecord
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", False), ("off", False), ("No", False), ("1", True), ("", True)])
+def test_adopt_spools_is_parsed_once_in_the_settings(value: str, expected: bool) -> None:
+    from flocklog._pipelinesettings import PipelineSettings
+
+    assert PipelineSettings.from_env({"FLOCKLOG_ADOPT_SPOOLS": value}).adopt_spools is expected
+
+
+def test_a_worker_with_a_bad_adopt_spools_value_refuses_to_start_in_one_line(tmp_path: Path, redis_url: str) -> None:
+    """``maybe`` once meant "on" (anything but 0/false/no/off did): now both ways of starting a worker refuse it."""
+    env = dict(os.environ, FLOCKLOG_ADOPT_SPOOLS="maybe", FLOCKLOG_BROKER_URL=redis_url)
+    message = "FLOCKLOG_ADOPT_SPOOLS='maybe' is not a yes/no value"
+    flocklog_worker = subprocess.run(
+        [sys.executable, "-m", "flocklog.cli", "worker"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert flocklog_worker.returncode == 1, flocklog_worker
+    assert flocklog_worker.stderr.strip().splitlines() == [
+        f"Error: {message}: use one of 1, true, yes, on, 0, false, no, off"
+    ]
+    celery_worker = subprocess.run(
+        [*worker_command("--pool", "solo"), "--without-gossip", "--without-mingle"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert celery_worker.returncode != 0 and message in celery_worker.stderr, celery_worker

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from pipeline_helpers import CuttableProxy, Worker, count_rows, drop_table, pipeline_env, service_env, wait_until
 
+from flocklog.pipeline.protocol import encode_batch
 from flocklog.pipeline.record import ExecutionRecord
 from flocklog.pipeline.transports import QUEUE, TASK_NAME, SpoolTransport
 
@@ -34,15 +35,18 @@ def _record(message: str, **fields: object) -> ExecutionRecord:
     return ExecutionRecord(level=20, message=message, logger="t", fields=dict(fields), ts=datetime.now(timezone.utc))
 
 
-def _send(broker: str, records: list[ExecutionRecord]) -> None:
-    """One batch onto the logs queue, exactly as a producer's CeleryTransport sends it."""
+def _send(broker: str, records: list[ExecutionRecord] | str | list[dict[str, object]]) -> None:
+    """One batch onto the logs queue, as a producer's CeleryTransport sends it (``encode_batch``), or exactly the
+    argument given (a text, or the list of ``to_wire()`` dicts producers of an older version send)."""
     from celery import Celery
 
+    if isinstance(records, list) and all(isinstance(r, ExecutionRecord) for r in records):
+        batch: object = encode_batch([r for r in records if isinstance(r, ExecutionRecord)])
+    else:
+        batch = records
     app = Celery("test-producer", broker=broker, set_as_current=False)
     try:
-        app.send_task(
-            TASK_NAME, args=[[r.to_wire() for r in records]], kwargs={"batch_id": uuid.uuid4().hex}, queue=QUEUE
-        )
+        app.send_task(TASK_NAME, args=[batch], kwargs={"batch_id": uuid.uuid4().hex}, queue=QUEUE)
     finally:
         app.close()
 
@@ -98,6 +102,27 @@ def test_a_batch_whose_database_stays_down_is_dead_lettered_after_all_retries_an
     finally:
         worker.stop()
         proxy.close()
+
+
+def test_the_worker_stores_both_batch_formats_and_keeps_a_malformed_row_aside(
+    tmp_path: Path, redis_url: str, postgres_dsn: str, table: str
+) -> None:
+    env = service_env(tmp_path, redis_url, postgres_dsn, table)
+    log = tmp_path / "worker.log"
+    worker = Worker(env, log, concurrency=1)
+    worker.start()
+    try:
+        assert wait_until(lambda: _ready(log), timeout=120), log.read_text()[-3000:]
+        _send(redis_url, [_record("older producer", i=i).to_wire() for i in range(10)])
+        compact = json.loads(encode_batch([_record("compact", i=i) for i in range(10)]))
+        compact["rows"].insert(4, ["not-a-uuid", 1.0, 20, "t", "malformed", {}, "h", 1])
+        _send(redis_url, json.dumps(compact))
+        assert wait_until(lambda: count_rows(postgres_dsn, table) == (20, 20), timeout=120), log.read_text()[-3000:]
+        assert wait_until(lambda: len(_refused(tmp_path)) == 1, timeout=60), log.read_text()[-3000:]
+        (entry,) = _refused(tmp_path)
+        assert entry["record"] == compact["rows"][4] and "not an execution-log record" in str(entry["reason"])
+    finally:
+        worker.stop()
 
 
 @pytest.mark.parametrize("how", ["flocklog worker", "celery -A"])

@@ -11,15 +11,25 @@ by a rename, so a producer replaying at the same moment never sends a batch twic
 Started by the worker's ``worker_ready`` signal (Celery imports this module at start, see ``make_celery_app``),
 stopped at ``worker_shutdown``. Off with ``$FLOCKLOG_ADOPT_SPOOLS=0`` (``flocklog worker --no-adopt-spools``).
 
-Shared state: the adopter's own thread only (``poll``); ``stop`` just sets an event.
+Its counters (spool files adopted, records replayed, records already committed, failures and the last error) are
+in :meth:`SpoolAdopter.stats` and, since ``flocklog status`` runs in another process, in a small JSON file beside
+the spool directory (``.<spool dir name>.adopter-<pid>.json``, rewritten by a rename after each change, removed
+at shutdown): :func:`adopter_status` sums those of the adopters alive on this host. Each failure is also a warning
+on the ``flocklog`` logger.
+
+Shared state: the adopter's own thread only (``poll``, the counters, the stats file); ``stop`` sets an event,
+``stats`` copies the counters (a Counter copy under the GIL).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import json
 import logging
 import os
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +41,31 @@ from flocklog.pipeline.deadletter import dead_letter_dir
 from flocklog.pipeline.spool import SpoolTransport
 from flocklog.pipeline.transports import CeleryTransport, replay_spool
 
-__all__ = ["ADOPT_INTERVAL", "SpoolAdopter", "adopt_spools_enabled"]
+__all__ = ["ADOPT_INTERVAL", "COUNTERS", "SpoolAdopter", "adopter_status", "stats_path"]
 
 #: Seconds between two looks at the spool directory: the bound on how long an abandoned batch waits.
 ADOPT_INTERVAL = 2.0
+#: The adopter's counters, as ``stats()`` and ``flocklog status`` (prefixed ``adopter_``) name them.
+COUNTERS = ("adoptions", "adopted_spools", "records_replayed", "already_committed", "failures")
 _log = logging.getLogger("flocklog")
 
 
-def adopt_spools_enabled() -> bool:
-    """``$FLOCKLOG_ADOPT_SPOOLS`` (default on); ``0``/``false``/``no``/``off`` turns adoption off."""
-    return os.environ.get("FLOCKLOG_ADOPT_SPOOLS", "1").strip().lower() not in ("0", "false", "no", "off")
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def stats_path(spool_dir: Path, pid: int) -> Path:
+    """Where the adopter of process ``pid`` keeps its counters: beside the spool, so the spool itself holds only
+    batches (``flocklog status`` and the tests read an empty spool directory as "nothing unconfirmed")."""
+    return spool_dir.parent / f".{spool_dir.name}.adopter-{pid}.json"
+
+
+def _stats_files(spool_dir: Path) -> list[tuple[int, Path]]:
+    found = []
+    for path in spool_dir.parent.glob(f".{spool_dir.name}.adopter-*.json"):
+        with contextlib.suppress(ValueError):
+            found.append((int(path.name.rsplit("-", 1)[1].split(".", 1)[0]), path))
+    return found
 
 
 def _owner(path: Path) -> int | None:
@@ -61,6 +86,10 @@ class SpoolAdopter:
         self.broker_url = broker_url
         self.interval = interval
         self.counts: collections.Counter[str] = collections.Counter()
+        self.last_error: str | None = None
+        self.last_error_at: str | None = None
+        self.last_adoption_at: str | None = None
+        self.started_at = _now()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="flocklog-spool-adopter", daemon=True)
 
@@ -81,13 +110,13 @@ class SpoolAdopter:
             return 0
         spool = SpoolTransport(self.spool_dir)
         transport = CeleryTransport(self.broker_url)
+        replay: collections.Counter[str] = collections.Counter()
         try:
-            before = self.counts["already_confirmed"]
-            sent = replay_spool(spool, transport, counts=self.counts)
+            sent = replay_spool(spool, transport, counts=replay)
         finally:
             transport.close()
-        self.counts["adopted"] += sent
-        confirmed = self.counts["already_confirmed"] - before
+            self._count(replay)  # what was placed before a failure counts too
+        confirmed = replay["already_confirmed"]
         if sent or confirmed:
             _log.warning(
                 "flocklog worker: adopted the spool of exited producers in %s: %d records resent, "
@@ -98,15 +127,68 @@ class SpoolAdopter:
             )
         return sent
 
+    def _count(self, replay: collections.Counter[str]) -> None:
+        spools = replay["batches_replayed"] + replay["batches_already_confirmed"]
+        if not spools:
+            return
+        self.counts["adoptions"] += 1
+        self.counts["adopted_spools"] += spools
+        self.counts["records_replayed"] += replay["replayed"]
+        self.counts["already_committed"] += replay["already_confirmed"]
+        self.last_adoption_at = _now()
+        self._save()
+
+    def _fail(self, exc: BaseException) -> None:
+        self.counts["failures"] += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self.last_error_at = _now()
+        _log.warning(
+            "flocklog worker: spool adoption from %s failed (%d failures so far): %s; the batches stay in the "
+            "spool, retrying in %g s",
+            self.spool_dir,
+            self.counts["failures"],
+            self.last_error,
+            self.interval,
+        )
+        self._save()
+
+    def stats(self) -> dict[str, Any]:
+        """The counters (:data:`COUNTERS`), the last error and when it happened, the last adoption's time."""
+        counts = self.counts.copy()
+        data: dict[str, Any] = {name: counts[name] for name in COUNTERS}
+        data.update(
+            last_error=self.last_error,
+            last_error_at=self.last_error_at,
+            last_adoption_at=self.last_adoption_at,
+            started_at=self.started_at,
+            spool_dir=str(self.spool_dir),
+            pid=os.getpid(),
+        )
+        return data
+
+    def _save(self) -> None:
+        """Publish ``stats()`` for ``flocklog status`` (temp file + rename: a reader never sees half). A failure
+        here is one more warning, never the adopter's end: the counters stay in ``stats()``."""
+        path = stats_path(self.spool_dir, os.getpid())
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(self.stats()), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            _log.warning("flocklog worker: could not write the spool adopter's counters to %s: %s", path, exc)
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
                 self.poll()
             except Exception as exc:  # never the worker's end: the spool keeps the batches for the next look
-                self.counts["errors"] += 1
-                _log.warning("flocklog worker: spool adoption from %s failed: %s; retrying", self.spool_dir, exc)
+                self._fail(exc)
 
     def start(self) -> None:
+        for pid, path in _stats_files(self.spool_dir):  # counters of adopters that are gone (a SIGKILLed worker)
+            if pid != os.getpid() and not pid_alive(pid):
+                path.unlink(missing_ok=True)
+        self._save()  # "running, nothing adopted yet" is worth seeing in status too
         self._thread.start()
 
     def stop(self) -> None:
@@ -114,6 +196,31 @@ class SpoolAdopter:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
+        stats_path(self.spool_dir, os.getpid()).unlink(missing_ok=True)
+
+
+def adopter_status(spool_dir: Path) -> dict[str, Any]:
+    """What ``flocklog status`` shows of the adopters running on ``spool_dir`` (in this host's workers): the
+    counters summed, the latest error and adoption. ``adopter: none running`` when no live worker publishes any."""
+    reports = []
+    for pid, path in _stats_files(spool_dir):
+        if not pid_alive(pid):
+            continue
+        try:
+            reports.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):  # being replaced this instant, or gone: the next status sees it
+            continue
+    if not reports:
+        return {"adopter": "none running on this spool directory"}
+    data: dict[str, Any] = {"adopter": "running in pid " + ", ".join(str(r.get("pid")) for r in reports)}
+    for name in COUNTERS:
+        data[f"adopter_{name}"] = sum(int(r.get(name) or 0) for r in reports)
+    failed = [r for r in reports if r.get("last_error_at")]
+    latest = max(failed, key=lambda r: str(r["last_error_at"])) if failed else None
+    data["adopter_last_error"] = f"{latest['last_error_at']} {latest['last_error']}" if latest else None
+    adopted = [str(r["last_adoption_at"]) for r in reports if r.get("last_adoption_at")]
+    data["adopter_last_adoption"] = max(adopted) if adopted else None
+    return data
 
 
 _adopters: list[SpoolAdopter] = []
@@ -123,7 +230,7 @@ _adopters: list[SpoolAdopter] = []
 def _adopt_abandoned_spools(sender: Any = None, **_: Any) -> None:
     """In the worker's main process (where ``worker_ready`` fires), once the consumer takes batches."""
     app = getattr(sender, "app", None)
-    if app is None or not app.conf.get("flocklog_adopt_spools") or not adopt_spools_enabled():
+    if app is None or not app.conf.get("flocklog_adopt_spools"):
         return
     spool_dir = resolve_spool_dir(None).resolve()
     if spool_dir == dead_letter_dir().resolve():

@@ -236,7 +236,7 @@ class Sender:
             return False
         self._spool_dirty = False  # before the replay: a spill during it sets it again
         try:
-            self.counters["replayed"] += replay_spool(self.spool, primary, counts=self.counters)
+            replay_spool(self.spool, primary, counts=self.counters)  # counts "replayed" as it goes
             return True
         except Exception as exc:
             self._spool_dirty = True

@@ -21,8 +21,14 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_init, worker_process_init
 
-from flocklog._pipelinesettings import broker_timeout, env_number, task_max_retries, visibility_timeout
-from flocklog.pipeline.protocol import QUEUE, RECEIPT_PREFIX, TASK_NAME, receipt_client
+from flocklog._pipelinesettings import (
+    adopt_spools,
+    broker_timeout,
+    env_number,
+    task_max_retries,
+    visibility_timeout,
+)
+from flocklog.pipeline.protocol import QUEUE, RECEIPT_PREFIX, TASK_NAME, decode_batch, receipt_client
 from flocklog.record import ExecutionRecord
 
 DEFAULT_BROKER_DIR = ".flocklog/broker"
@@ -158,7 +164,7 @@ def make_celery_app(
         flocklog_max_retries=task_max_retries(),
         flocklog_retry_delay=task_retry_delay(),
         flocklog_check_database=True,
-        flocklog_adopt_spools=True,
+        flocklog_adopt_spools=adopt_spools(),  # $FLOCKLOG_ADOPT_SPOOLS; a bad value fails here, at start
         # The worker imports this at start; its worker_ready handler starts the spool adopter in the main
         # process (an import here would be a cycle: the adopter sends through the transports, which use this).
         imports=("flocklog.pipeline._adopter",),
@@ -247,7 +253,10 @@ def _store_for(app: Celery) -> Any:
 
 
 def _parse(records: Any) -> tuple[list[ExecutionRecord], list[tuple[Any, str]]]:
-    """Records of a task message, and the items that are not records at all (kept, with the reason)."""
+    """Records of a task message (an :func:`encode_batch` text, or a list of ``to_wire()`` dicts), and the items
+    that are not records at all (kept, with the reason)."""
+    if isinstance(records, str):
+        return decode_batch(records)
     if not isinstance(records, list):
         return [], [(records, "the task's records argument is not a list")]
     valid: list[ExecutionRecord] = []
@@ -279,7 +288,7 @@ def _register(app: Celery) -> None:
     # max_retries=None: Celery's own default (3) would end the retries before flocklog_max_retries and fail the
     # task, which acks the batch into nothing. The task counts its retries itself and dead-letters after the last.
     @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, shared=False, max_retries=None)
-    def write_batch(self: Task[Any, Any], records: list[dict[str, Any]], batch_id: str | None = None) -> int:
+    def write_batch(self: Task[Any, Any], records: str | list[dict[str, Any]], batch_id: str | None = None) -> int:
         """Write one batch idempotently, a refused record split out and kept aside; retry with backoff while the
         database fails; after the last retry keep the batch in the dead letters (replayable). Never acked into
         nothing: if even the dead-letter disk fails, the task retries again."""

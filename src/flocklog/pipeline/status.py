@@ -1,4 +1,5 @@
-"""``flocklog status`` for the pipeline: what is queued on the broker, waiting in the spool, and in the table."""
+"""``flocklog status`` for the pipeline: what is queued on the broker, waiting in the spool, and in the table; and
+what the workers' spool adopters on this host did (``adopter_*``)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,9 @@ def collect_status(
     spool = SpoolTransport(spool_dir)
     data["spool_dir"] = str(spool.directory)
     data["spool_batches"], data["spool_records"] = spool.backlog()
+    from flocklog.pipeline._adopter import adopter_status
+
+    data.update(adopter_status(spool.directory.resolve()))
     store = open_store(database)
     try:
         data["table"] = store.table

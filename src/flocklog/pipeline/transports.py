@@ -32,7 +32,15 @@ from flocklog._pipelinesettings import (
     visibility_timeout,
 )
 from flocklog.errors import PipelineError
-from flocklog.pipeline.protocol import CELERY_APP, QUEUE, RECEIPT_PREFIX, TASK_NAME, receipt_client, worker_command
+from flocklog.pipeline.protocol import (
+    CELERY_APP,
+    QUEUE,
+    RECEIPT_PREFIX,
+    TASK_NAME,
+    encode_batch,
+    receipt_client,
+    worker_command,
+)
 from flocklog.pipeline.spool import SpoolTransport
 from flocklog.record import ExecutionRecord
 
@@ -115,7 +123,7 @@ class CeleryTransport:
         try:
             self.app.send_task(
                 TASK_NAME,
-                args=[[r.to_wire() for r in records]],
+                args=[encode_batch(records)],
                 kwargs={"batch_id": batch_id},
                 queue=QUEUE,
                 serializer="json",
@@ -213,6 +221,8 @@ def replay_spool(
     A batch the worker already confirmed (its receipt is in Redis: it was delivered before it was spooled, or by
     an earlier replay whose receipt came late) is deleted instead of sent again, and counted in
     ``counts["already_confirmed"]``. A resent batch keeps its batch id, so either delivery's receipt confirms it.
+    ``counts`` also gets ``replayed`` (records sent, including those sent before a failure stopped the replay)
+    and ``batches_replayed`` / ``batches_already_confirmed`` (files).
     """
     spool.recover_orphans()
     confirmed: set[str] = set()
@@ -230,6 +240,7 @@ def replay_spool(
             spool.done(claimed)
             if counts is not None:
                 counts["already_confirmed"] += len(records)
+                counts["batches_already_confirmed"] += 1
             continue
         try:
             target.send(records, batch_id=batch_id)
@@ -238,6 +249,9 @@ def replay_spool(
             raise
         spool.done(claimed)
         sent += len(records)
+        if counts is not None:
+            counts["batches_replayed"] += 1
+            counts["replayed"] += len(records)
         if limit is not None and count + 1 >= limit:
             break
     return sent
