@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 WAIT = 120.0
 REQUESTS = 400
-_HUB_LINE = re.compile(r"flocklog hub pid (\d+) listening on")
+_HUB_LINE = re.compile(r"flocklog hub pid (\d+) listening on unix:(\S+)")
 
 
 def _start_wrapper(
@@ -48,7 +48,13 @@ def _start_wrapper(
 
 def _hub_pids(server: Server) -> list[int]:
     """Every hub process the wrapper started, in order (each says its pid on stderr when it listens)."""
-    return [int(pid) for pid in _HUB_LINE.findall(server.log.read_text("utf-8", errors="replace"))]
+    return [int(pid) for pid, _ in _HUB_LINE.findall(server.log.read_text("utf-8", errors="replace"))]
+
+
+def _hub_directory(server: Server) -> Path:
+    """The private directory of the hub's socket and de-duplication journal."""
+    [(_, path)] = _HUB_LINE.findall(server.log.read_text("utf-8", errors="replace"))[:1]
+    return Path(path).parent
 
 
 def _gone(pid: int) -> bool:
@@ -89,6 +95,7 @@ def test_every_record_sent_before_the_wrapper_is_stopped_is_written_and_the_hub_
     assert server.proc.wait(WAIT) == 0, server.output()
     assert _gone(hub), f"the hub child {hub} outlived the wrapper\n{server.output()}"
     assert "flocklog hub stopped:" in server.output(), "the hub must stop through its drain, not be killed"
+    assert not _hub_directory(server).exists(), "the wrapper removes the hub's private directory"
     _verify(log_file, run_id, REQUESTS)
 
 
@@ -97,9 +104,12 @@ def test_the_hub_child_does_not_outlive_a_sigkilled_wrapper(
 ) -> None:
     server, _, _ = _start_wrapper(tmp_path, subprocess_env, start_server)
     [hub] = _hub_pids(server)
+    directory = _hub_directory(server)
     os.kill(server.proc.pid, signal.SIGKILL)
     server.proc.wait(WAIT)
     wait_until(lambda: _gone(hub), WAIT, f"the hub child {hub} to exit after its wrapper was SIGKILLed", server.output)
+    # Nobody is left to remove the socket's private directory but the hub itself, on its way out.
+    wait_until(lambda: not directory.exists(), WAIT, f"{directory} to be removed", server.output)
 
 
 def test_a_hub_child_that_dies_while_serving_is_warned_about_and_restarted_and_nothing_is_lost(

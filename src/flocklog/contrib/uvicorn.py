@@ -111,44 +111,61 @@ _RESTART_DELAYS = (0.0, 0.5, 1.0, 2.0, 5.0)  # after the 1st, 2nd ... crash in a
 _HEALTHY_AFTER = 30.0
 
 
-def _die_with_parent(parent: int) -> None:
-    """In the hub child: SIGTERM (a drained stop) when the wrapper dies, even by SIGKILL.
+def _die_with_parent(parent: int) -> threading.Event:
+    """In the hub child: a drained stop (serve's SIGTERM) when the wrapper dies, even by SIGKILL.
 
-    Linux's ``PR_SET_PDEATHSIG`` does it in the kernel; elsewhere (or if prctl fails) the stdin pipe the wrapper
-    holds is the signal: its end of file means the wrapper is gone. A wrapper that died before either was set up
-    is seen by its pid no longer being our parent.
+    Linux's ``PR_SET_PDEATHSIG`` does it in the kernel (SIGUSR1 here, turned into SIGTERM, so the child knows the
+    stop came from its parent's death and not from the wrapper); elsewhere (or if prctl fails) the stdin pipe the
+    wrapper holds is the signal: its end of file means the wrapper is gone. A wrapper that died before either was
+    set up is seen by its pid no longer being our parent. The event returned is set when the wrapper died.
     """
+    orphaned = threading.Event()
+
+    def parent_died(*_: object) -> None:
+        orphaned.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+
     if sys.platform.startswith("linux"):
+        signal.signal(signal.SIGUSR1, parent_died)
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGUSR1, 0, 0, 0)
 
     def watch_stdin() -> None:
         # os.read, not sys.stdin: a daemon thread blocked inside the buffered reader aborts interpreter shutdown.
         with contextlib.suppress(OSError):
             while os.read(0, 4096):
                 pass
-        os.kill(os.getpid(), signal.SIGTERM)
+        parent_died()
 
     threading.Thread(target=watch_stdin, name="flocklog-hub-parent-watch", daemon=True).start()
     if os.getppid() != parent:
-        os.kill(os.getpid(), signal.SIGTERM)
+        parent_died()
+    return orphaned
 
 
 def _hub_child_main(argv: list[str]) -> int:
-    """The hub child's entry point: ``<wrapper pid> <flocklog serve options>``; runs ``flocklog serve`` here."""
+    """The hub child's entry point: ``<wrapper pid> <private directory> <flocklog serve options>``.
+
+    Runs ``flocklog serve`` here. When the wrapper died first (SIGKILL) nobody else removes the private directory
+    of the socket and the journal, so the child does, once everything it received is written.
+    """
     import click
 
     from flocklog.hub._cli import register
 
-    _die_with_parent(int(argv[0]))
+    parent, directory = int(argv[0]), Path(argv[1])
+    orphaned = _die_with_parent(parent)
     group = click.Group("flocklog")
     register(group)
     try:
-        group.main(args=["serve", *argv[1:]], prog_name="flocklog", standalone_mode=False)
+        group.main(args=["serve", *argv[2:]], prog_name="flocklog", standalone_mode=False)
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
+    finally:
+        if orphaned.is_set() and directory.name.startswith("flocklog-hub-"):
+            shutil.rmtree(directory, ignore_errors=True)
     return 0
 
 
@@ -185,6 +202,7 @@ class HubChild:
             "-c",
             _CHILD_BOOT,
             str(os.getpid()),
+            str(self._directory),
             "--config",
             str(config_path),
             "--unix",
