@@ -7,7 +7,7 @@ the same repetition (median and spread of those paired ratios: the figure to rea
 
 - ``stdlib``: ``uvicorn --log-config`` giving every worker its own ``logging.handlers.RotatingFileHandler`` on one
   file (fast, and unsafe: what the issue measured against);
-- ``wrapper-hub``: ``python -m flocklog.contrib.uvicorn`` (the hub in the wrapper process owns the file, every
+- ``wrapper-hub``: ``python -m flocklog.contrib.uvicorn`` (the hub process the wrapper starts owns the file, every
   worker sends to it);
 - ``wrapper-files``: ``python -m flocklog.contrib.uvicorn --mode files`` (every worker writes the file through
   flocklog's process-safe handler, no hub);
@@ -17,8 +17,8 @@ the same repetition (median and spread of those paired ratios: the figure to rea
 with 16 connections one of the 4 workers was often left with none for a whole run (seen with ``/proc`` CPU times,
 in every variant), which swung req/s by 2x between runs. 64 connections spread the load more evenly.
 
-Usage: ``.venv/bin/python benchmarks/uvicorn.py [--reps 5] [--seconds 6]``; a table on stdout, JSON in
-benchmarks/results/uvicorn.json. Needs ``wrk`` (``apt-get install wrk``).
+Usage: ``.venv/bin/python benchmarks/uvicorn.py [--reps 5] [--seconds 6]``; a table on stdout and in
+benchmarks/results/uvicorn.txt, JSON in benchmarks/results/uvicorn.json. Needs ``wrk`` (``apt-get install wrk``).
 """
 
 from __future__ import annotations
@@ -145,6 +145,25 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def _hub_pid(variant: str, procs: list[subprocess.Popen[bytes]]) -> int | None:
+    """The process that runs the hub: ``flocklog serve`` itself, or the wrapper's hub child (in its own session)."""
+    if variant == "serve-hub":
+        return procs[0].pid
+    if variant != "wrapper-hub":
+        return None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if ppid == procs[0].pid and b"_hub_child_main" in cmdline:
+            return int(entry.name)
+    raise SystemExit("wrapper-hub: no hub child found under the wrapper")
+
+
 def _lines(directory: Path) -> int:
     total = 0
     for path in directory.iterdir():
@@ -168,13 +187,16 @@ def run_one(variant: str, seconds: float, connections: int, base: Path, env: dic
         warm = ["wrk", "-t2", f"-c{connections}", "-d1s", f"http://127.0.0.1:{port}/"]
         subprocess.run(warm, capture_output=True, check=True)
         groups = [p.pid for p in procs]
-        cpu0 = _cpu_seconds(groups)
-        hub0 = _own_cpu_seconds(procs[0].pid)  # the wrapper (hub-* variants: the hub's process) alone
+        hub_pid = _hub_pid(variant, procs)
+        # The wrapper's hub child has a session (and process group) of its own: counted on top of the groups.
+        extra = [hub_pid] if hub_pid is not None and hub_pid not in groups else []
+        cpu0 = _cpu_seconds(groups) + sum(_own_cpu_seconds(pid) for pid in extra)
+        hub0 = _own_cpu_seconds(hub_pid) if hub_pid is not None else 0.0
         lines0 = _lines(work / "logs")
         cmd = ["wrk", "-t2", f"-c{connections}", f"-d{int(seconds)}s", f"http://127.0.0.1:{port}/"]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        cpu = _cpu_seconds(groups) - cpu0
-        hub_cpu = _own_cpu_seconds(procs[0].pid) - hub0
+        cpu = _cpu_seconds(groups) + sum(_own_cpu_seconds(pid) for pid in extra) - cpu0
+        hub_cpu = (_own_cpu_seconds(hub_pid) if hub_pid is not None else 0.0) - hub0
         run_lines = _lines(work / "logs") - lines0  # read while the servers run: the hub has written them
     finally:
         for proc in reversed(procs):
@@ -193,7 +215,7 @@ def run_one(variant: str, seconds: float, connections: int, base: Path, env: dic
         "requests": requests,
         "cpu_ms_per_request": round(1000 * cpu / max(requests, 1), 3),
         "log_lines": lines,
-        # Only where procs[0] holds the hub: µs of the hub process's CPU per line it wrote.
+        # Only for the hub variants: µs of the hub process's CPU per line it wrote.
         "hub_cpu_us_per_line": round(1e6 * hub_cpu / max(run_lines, 1), 1) if variant.endswith("hub") else None,
         "errors": errors.group(0) if errors else None,
     }
@@ -253,10 +275,12 @@ def main() -> int:
             row["paired_vs_stdlib"] = round(statistics.median(paired), 2)
             row["paired_vs_stdlib_spread"] = [round(min(paired), 2), round(max(paired), 2)]
     base = next((r for r in rows if r["variant"] == "stdlib"), None)
-    print(
-        f"\n{'variant':14} {'req/s (median)':>15} {'spread':>20} {'vs stdlib':>10} {'paired (spread)':>22}"
-        f" {'CPU ms/req':>11}"
-    )
+    table = [
+        f"uvicorn --workers 4, wrk -t2 -c{args.connections} -d{int(args.seconds)}s on loopback, {args.reps} interleaved"
+        f" reps, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        f"{'variant':14} {'req/s (median)':>15} {'spread':>20} {'vs stdlib':>10} {'paired (spread)':>22}"
+        f" {'CPU ms/req':>11} {'hub µs/line':>12}",
+    ]
     for row in rows:
         ratio = row["requests_per_s"] / base["requests_per_s"] if base else float("nan")
         lo, hi = row["requests_per_s_spread"]
@@ -264,11 +288,14 @@ def main() -> int:
             row["vs_stdlib"] = round(ratio, 2)
             blo, bhi = base["requests_per_s_spread"]
             row["vs_stdlib_spread"] = [round(lo / bhi, 2), round(hi / blo, 2)]
-        print(
+        hub = row["hub_cpu_us_per_line"]
+        table.append(
             f"{row['variant']:14} {row['requests_per_s']:>15,.0f} {f'{lo:,.0f}-{hi:,.0f}':>20} {ratio:>9.2f}x"
             f" {row.get('paired_vs_stdlib', float('nan')):>8.2f}x ({row.get('paired_vs_stdlib_spread', '-')!s:>11})"
-            f" {row['cpu_ms_per_request']:>11.3f}"
+            f" {row['cpu_ms_per_request']:>11.3f} {'-' if hub is None else hub:>12}"
         )
+    print("\n" + "\n".join(table))
+    RESULTS.with_suffix(".txt").write_text("\n".join(table) + "\n", encoding="utf-8")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
