@@ -27,7 +27,7 @@ from flocklog.errors import FrameError
 from flocklog.hub import _crashpoints, frames
 from flocklog.hub._crashpoints import CrashPoints
 from flocklog.hub._dedup import Watermarks, file_marks, roll_back
-from flocklog.hub._loop import Conn, Loop
+from flocklog.hub._loop import MIN_RECORD_SIZE, Conn, Loop, decoded_cost
 
 log = logging.getLogger("flocklog.hub")
 
@@ -36,6 +36,11 @@ _WRITE_CHUNK = 512
 #: Queue items besides ``(conn, frame, cost)``: reopen every handler's file; stop the writer.
 REOPEN = object()
 STOP = object()
+
+
+def writer_reserve(max_frame: int) -> int:
+    """The most decoding one frame can cost the writer: a frame of ``max_frame`` of the smallest records."""
+    return decoded_cost(max_frame, max_frame // MIN_RECORD_SIZE, _WRITE_CHUNK)
 
 
 def reopen_handler(handler: logging.Handler) -> None:
@@ -152,6 +157,10 @@ class BatchWriter:
             self.count("malformed")
             self.loop.post(conn, {"t": "error", "kind": "malformed", "reason": str(exc)}, close=True)
             return
+        # What the decoded batch costs (its records' bytes objects and a chunk of LogRecords) counts against the
+        # hub's memory bound until the batch is done; the frame itself is in the backlog already.
+        size = len(frame) if isinstance(frame, bytes) else 0
+        self.loop.accounting.decoding(decoded_cost(size, len(recs), _WRITE_CHUNK))
         del frame, obj
         self.count("batches")
         self.count("records_received", len(recs))
