@@ -66,3 +66,43 @@ def test_the_hub_writes_chunks_to_flocklogs_file_handlers_in_one_write_and_still
         assert sorted(lines) == [f"chunk {i:05d}" for i in range(5000)], base
     assert len(list(tmp_path.glob("hub.log.*"))) > 2, "size rotation happened between chunks"
     assert all(p.stat().st_size <= 20_000 for p in tmp_path.glob("hub.log*") if not p.name.endswith("lock"))
+
+
+class _Shouting(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).upper()
+
+
+def test_a_batch_write_is_byte_for_byte_what_writing_each_record_gives(tmp_path: Path) -> None:
+    """emit_batch's shortcut (a line is its record's msg) is taken only where formatting would give just that."""
+    import flocklog
+
+    def records() -> list[logging.LogRecord]:
+        plain = [logging.makeLogRecord({"msg": f"plain {i} é", "levelno": logging.INFO}) for i in range(5)]
+        with_args = logging.makeLogRecord({"msg": "with %s", "args": ("args",)})
+        with_exc = logging.makeLogRecord({"msg": "with exc", "exc_text": "Traceback: boom"})
+        with_stack = logging.makeLogRecord({"msg": "with stack", "stack_info": "Stack: here"})
+        not_str = logging.makeLogRecord({"msg": 42})
+        return [*plain, with_args, with_exc, with_stack, not_str, *plain]
+
+    formatters: list[logging.Formatter | None] = [
+        None,
+        logging.Formatter("%(message)s"),
+        logging.Formatter("%(levelname)s %(message)s"),
+        _Shouting("%(message)s"),
+        logging.Formatter("{message}", style="{"),
+    ]
+    for index, formatter in enumerate(formatters):
+        for batch in (records()[:5], records()):  # the shortcut's case, and one record that spoils it
+            one, many = tmp_path / f"one-{index}-{len(batch)}.log", tmp_path / f"many-{index}-{len(batch)}.log"
+            single = flocklog.RotatingFileHandler(one, encoding="utf-8")
+            batched = flocklog.RotatingFileHandler(many, encoding="utf-8")
+            for h in (single, batched):
+                if formatter is not None:
+                    h.setFormatter(formatter)
+            for record in batch:
+                single.emit(record)
+            batched.emit_batch(records()[: len(batch)])
+            single.close()
+            batched.close()
+            assert many.read_bytes() == one.read_bytes(), (formatter, len(batch))

@@ -163,3 +163,68 @@ def test_a_flood_of_huge_frames_of_tiny_records_stays_near_the_memory_bound(
     assert status["memory_limit"] == bound
     # Loosely: the bound, one frame being decoded, and slack for the allocator (the benchmark gives the figure).
     assert peak - baseline < bound + 64 * 1024 * 1024, f"peak RSS {peak / 2**20:.0f} MiB over a {baseline / 2**20:.0f}"
+
+
+def test_under_a_flood_the_hub_counts_decoded_records_stays_within_its_bound_and_still_answers_status(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """The writer is held inside its first batch (its log file is a FIFO nobody reads yet), so the hub must pause.
+
+    While paused, ``status`` answers (it used to wait for the pause to end) and shows memory in use that counts the
+    decoded batch, not only frame bytes, and stays within the bound (it used to stop reading only past it).
+    """
+    import json
+    import os
+
+    log_path = tmp_path / "hub.log"
+    os.mkfifo(log_path)
+    handler = {"class": "logging.FileHandler", "filename": str(log_path), "delay": True}
+    config = {"version": 1, "handlers": {"file": handler}, "root": {"level": "DEBUG", "handlers": ["file"]}}
+    (tmp_path / "hub.json").write_text(json.dumps(config))
+    bound = 8 * 1024 * 1024
+    proc, address = serve(tmp_path, log_path, subprocess_env, "--max-memory", str(bound))
+    frame_count = 12
+    first = _tiny_records_frame("flood", 0, frames.DEFAULT_MAX_FRAME - 4096)
+    sent: list[int] = []  # records per frame (a record's size, so the count, depends on the thread)
+    errors: list[BaseException] = []
+    lines: list[int] = []
+
+    def flood() -> None:
+        try:
+            with _open(address) as sock:
+                sock.settimeout(300)
+                for seq in range(frame_count):
+                    frame = _tiny_records_frame("flood", seq, frames.DEFAULT_MAX_FRAME - 4096)
+                    sent.append(len(frames.unpack(frame[frames.HEADER.size :])["recs"]))
+                    sock.sendall(frame)
+                for _ in range(frame_count):
+                    assert frames.unpack(frames.read_payload(sock, frames.DEFAULT_MAX_FRAME))["t"] == "ack"
+        except BaseException as exc:
+            errors.append(exc)
+
+    def drain_fifo() -> None:
+        with open(log_path, "rb") as fifo:
+            lines.append(sum(chunk.count(b"\n") for chunk in iter(lambda: fifo.read(1 << 16), b"")))
+
+    sender = threading.Thread(target=flood)
+    reader = threading.Thread(target=drain_fifo)
+    try:
+        sender.start()
+        wait_until(lambda: query_status(address, timeout=30)["read_pauses"] >= 1, 120, "the hub to pause reading")
+        status = query_status(address, timeout=30)  # answered while paused
+        assert status["read_pauses"] >= 1 and status["records_written"] == 0, status
+        assert 0 < status["memory_in_use"] < status["memory_limit"] == bound, status
+        assert status["memory_in_use"] == (
+            status["memory_frames"] + status["memory_decoded"] + status["memory_buffers"]
+        ), status
+        # the batch held in the writer is counted as decoded objects: well over its frame's own bytes
+        assert status["memory_decoded"] >= 2 * len(first), status
+        reader.start()
+        sender.join(300)
+        assert not errors, errors
+    finally:
+        if not reader.is_alive() and not lines:
+            reader.start()  # never leave serve blocked on the FIFO
+        stop_serve(proc)
+        reader.join(60)
+    assert lines == [sum(sent)] and len(sent) == frame_count

@@ -142,12 +142,18 @@ def test_the_hub_package_never_uses_pickle_marshal_eval_or_exec() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(msg=st.text(max_size=500), exc=st.none() | st.text(max_size=50), with_extra=st.booleans())
+@given(
+    msg=st.text(max_size=500),
+    exc=st.none() | st.text(max_size=50),
+    with_extra=st.booleans(),
+    process=st.none() | st.integers(0, 2**31),
+)
 def test_the_fast_encoder_produces_exactly_what_the_careful_encoder_does(
-    msg: str, exc: str | None, with_extra: bool
+    msg: str, exc: str | None, with_extra: bool, process: int | None
 ) -> None:
     record = logging.LogRecord("fast", logging.INFO, __file__, 3, "m", None, None, "f")
     record.exc_text = exc
+    record.process = process
     if with_extra:
         record.request_id = "r-1"
     fast = frames.encode_log_record(record, msg, 4096)

@@ -120,7 +120,9 @@ def register(group: click.Group) -> None:
         import threading
 
         from flocklog.hub._address import ENV_ADDRESS
-        from flocklog.hub.server import Hub, default_state_path, handlers_from_config
+        from flocklog.hub.server import Hub, default_state_path, handlers_from_config, return_frames_to_the_system
+
+        return_frames_to_the_system()  # this process is the hub's own: its allocator may be set for it
 
         addresses = []
         if unix_path:

@@ -39,6 +39,7 @@ _READ_CHUNK = 256 * 1024
 _MAX_UNREAD_REPLIES = 256 * 1024  # bytes of replies a peer may leave unread before it is cut off
 _SMALL_FRAME = 4096  # frames up to this size are decoded here (status requests); larger ones by the writer
 _HOUSEKEEPING = 0.25
+_SLACK_SHARE = 16  # 1/16 of the memory bound is kept for what the accounting cannot see
 _LISTEN, _WAKE = object(), object()
 
 
@@ -76,20 +77,40 @@ class Conn:
         self.events = 0
 
 
+#: What one decoded record costs the writer beyond its bytes: its ``bytes`` object in the batch's list (~41 bytes
+#: and a list slot) while the batch is written, and, for the chunk being written, its LogRecord (~1.2-1.5 KiB with
+#: its strings, measured with tracemalloc). A 1 MiB frame of 66-byte records decodes to ~2.3 MB besides its frame.
+RECORD_REF_COST = 48
+RECORD_OBJECT_COST = 1536
+#: The smallest record on the wire (15 fields, empty strings, nil ids) with its framing in a batch, in bytes.
+MIN_RECORD_SIZE = 24
+
+
+def decoded_cost(frame_size: int, records: int, chunk: int) -> int:
+    """Bytes a batch costs the writer while it decodes and writes it, beyond its frame (estimated per record)."""
+    return frame_size + records * RECORD_REF_COST + min(records, chunk) * RECORD_OBJECT_COST
+
+
 class Accounting:
-    """Bytes the hub holds for its writer: added by the loop when a frame is queued, released by the writer."""
+    """Bytes the hub holds for its writer: frames queued (added by the loop, released by the writer) and the
+    decoded batch the writer is working on (an estimate per record, set by the writer while it writes)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.backlog = 0
+        self.decoded = 0
 
     def add(self, n: int) -> None:
         with self.lock:
             self.backlog += n
 
+    def decoding(self, n: int) -> None:
+        self.decoded = n  # one writer; an int store is atomic
+
     def release(self, n: int) -> None:
         with self.lock:
             self.backlog -= n
+            self.decoded = 0
 
 
 class Loop:
@@ -102,6 +123,7 @@ class Loop:
         secret: bytes | None,
         max_frame: int,
         max_memory: int,
+        writer_reserve: int,
         max_connections: int,
         idle_timeout: float,
         handshake_timeout: float,
@@ -113,6 +135,7 @@ class Loop:
         self.secret = secret
         self.max_frame = max_frame
         self.max_memory = max_memory
+        self.writer_reserve = writer_reserve
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.handshake_timeout = handshake_timeout
@@ -163,8 +186,29 @@ class Loop:
         return len(self._conns)
 
     def memory(self) -> int:
-        """Bytes held now: frames waiting for the writer plus partly read frames and unsent replies."""
-        return self.accounting.backlog + self._inbuf_bytes + self._outbuf_bytes
+        """Bytes held now: frames waiting for the writer, the batch it has decoded, input buffers (as allocated,
+        partly read frames included) and unsent replies."""
+        return self.accounting.backlog + self.accounting.decoded + self._inbuf_bytes + self._outbuf_bytes
+
+    def memory_parts(self) -> dict[str, int]:
+        """:meth:`memory` in its parts, for ``status``."""
+        return {
+            "memory_frames": self.accounting.backlog,
+            "memory_decoded": self.accounting.decoded,
+            "memory_buffers": self._inbuf_bytes + self._outbuf_bytes,
+        }
+
+    def _held(self) -> int:
+        """What the loop reads against: all it holds, plus the writer reserve in place of the writer's decoded
+        batch (the writer may start decoding the next frame at any moment), plus a sixteenth of the bound for what
+        no count sees (allocator slack, the interpreter's own objects: ~1.5 MiB at 64 MiB, measured)."""
+        return (
+            self.accounting.backlog
+            + self._inbuf_bytes
+            + self._outbuf_bytes
+            + self.writer_reserve
+            + self.max_memory // _SLACK_SHARE
+        )
 
     # -- the loop thread -------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -265,9 +309,22 @@ class Loop:
     def _reading_allowed(self, conn: Conn) -> bool:
         if conn.closing or self._stop_reading.is_set():
             return False
-        # Paused: only a connection in the middle of a frame may go on, and only once the writer is idle, so
-        # partly read frames can always complete (they would otherwise hold the budget forever).
-        return not self._paused or (bool(conn.inbuf) and self.accounting.backlog == 0)
+        # Paused: a connection in the middle of a frame may go on once the writer is idle, so partly read frames
+        # can always complete (they would otherwise hold the budget forever); and any connection may read a small
+        # frame (a status request: ``flocklog status`` must answer during a flood), never into a batch frame.
+        if not self._paused:
+            return True
+        if conn.inbuf and self.accounting.backlog == 0:
+            return True
+        return self._small_room(conn) > 0
+
+    @staticmethod
+    def _small_room(conn: Conn) -> int:
+        """How much more a connection may read while paused: up to the end of a small frame, none into a big one."""
+        buf = conn.inbuf
+        if len(buf) >= frames.HEADER.size and frames.HEADER.unpack_from(buf)[0] > _SMALL_FRAME:
+            return 0
+        return frames.HEADER.size + _SMALL_FRAME - len(buf)
 
     def _interest(self, conn: Conn) -> None:
         if conn.closed:
@@ -286,7 +343,7 @@ class Loop:
         conn.events = events
 
     def _back_pressure(self) -> None:
-        used = self.memory()
+        used = self._held()
         if not self._paused and used >= self.max_memory:
             self._paused = True
             self._count("read_pauses")
@@ -305,8 +362,11 @@ class Loop:
         if not self._reading_allowed(conn):
             self._interest(conn)
             return
+        size = _READ_CHUNK
+        if self._paused and not (conn.inbuf and self.accounting.backlog == 0):
+            size = self._small_room(conn)  # > 0: _reading_allowed said so
         try:
-            data = conn.sock.recv(_READ_CHUNK)
+            data = conn.sock.recv(size)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -316,9 +376,12 @@ class Loop:
             self._close(conn)
             return
         conn.last_active = time.monotonic()
+        allocated = conn.inbuf.__alloc__()
         conn.inbuf += data
-        self._inbuf_bytes += len(data)
+        del data
         buf = conn.inbuf
+        self._inbuf_bytes += buf.__alloc__() - allocated  # counted as allocated: what the process really holds
+        allocated = buf.__alloc__()
         while len(buf) >= frames.HEADER.size:
             (length,) = frames.HEADER.unpack_from(buf)
             if length == 0 or length > self.max_frame:
@@ -332,9 +395,11 @@ class Loop:
             end = frames.HEADER.size + length
             if len(buf) < end:
                 break
-            payload = bytes(buf[frames.HEADER.size : end])
+            with memoryview(buf) as view:  # one copy (a slice of the bytearray would be a second)
+                payload = bytes(view[frames.HEADER.size : end])
             del buf[:end]
-            self._inbuf_bytes -= end
+            self._inbuf_bytes += buf.__alloc__() - allocated  # a big cut from the front shrinks the allocation
+            allocated = buf.__alloc__()
             if not self._frame(conn, payload):
                 self._drop_input(conn)
                 conn.closing = True
@@ -342,13 +407,23 @@ class Loop:
                 if not conn.outbuf:
                     self._close(conn)
                 return
+            del payload
+            if conn.closed:  # its replies overflowed (see _queue_bytes): _close dropped its input
+                return
+        if not buf:
+            buf = conn.inbuf = bytearray()  # a bytearray keeps its allocation when its front is deleted
+        elif buf.__alloc__() > 2 * len(buf) + _READ_CHUNK:
+            buf = conn.inbuf = bytearray(buf)  # a partial frame behind consumed ones: only its own bytes
+        self._inbuf_bytes += buf.__alloc__() - allocated
+        if not self._paused and self._held() >= self.max_memory:
+            self._back_pressure()  # now, not after the other connections' reads in this round
         if conn.outbuf:
             self._flush(conn)  # a status reply: send it now; what does not fit waits for EVENT_WRITE
         elif self._paused:
             self._interest(conn)
 
     def _drop_input(self, conn: Conn) -> None:
-        self._inbuf_bytes -= len(conn.inbuf)
+        self._inbuf_bytes -= conn.inbuf.__alloc__()
         conn.inbuf = bytearray()
 
     def _frame(self, conn: Conn, payload: bytes) -> bool:
