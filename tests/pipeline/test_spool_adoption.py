@@ -188,3 +188,38 @@ def test_each_failed_adoption_is_counted_in_stats_and_warned_on_the_flocklog_log
     assert len(warned) >= 2 and all(r.levelno == logging.WARNING for r in warned)
     assert _spooled_records(spool) == 5, "a failed adoption leaves the batches in the spool"
     assert not stats_path(spool, os.getpid()).exists(), "the counters file goes with its worker"
+
+
+def test_the_counters_file_in_a_shared_directory_follows_no_planted_symlink_and_trusts_no_other_users_file(
+    tmp_path: Path,
+) -> None:
+    """``FLOCKLOG_SPOOL_DIR=/tmp/x`` puts the counters beside it, in a directory every user can write to.
+
+    Another user can guess the worker's pid: a symlink planted at a fixed temp name must not make the worker
+    overwrite the file it points at, and a counters file that user planted must not show up in ``status``.
+    """
+    from flocklog.pipeline._adopter import SpoolAdopter, adopter_status, stats_path
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    spool = shared / "spool"
+    spool.mkdir()
+    victim = tmp_path / "victim.conf"
+    victim.write_text("keep me\n")
+    planted = stats_path(spool, os.getpid())
+    planted.with_name(planted.name + ".tmp").symlink_to(victim)  # the name the worker used to write through
+    adopter = SpoolAdopter(spool, f"redis://127.0.0.1:{free_port()}/0", interval=3600)
+    adopter.start()
+    try:
+        assert victim.read_text() == "keep me\n", "the worker wrote through a planted symlink"
+        assert json.loads(planted.read_text())["pid"] == os.getpid()
+        assert adopter_status(spool)["adopter"] == f"running in pid {os.getpid()}"
+    finally:
+        adopter.stop()
+    if os.geteuid() != 0:
+        return  # planting a file owned by another user needs root here
+    fake = stats_path(spool, os.getppid())  # a live pid, as a forged file would name
+    fake.write_text(json.dumps({"pid": os.getppid(), "failures": 99}))
+    os.chown(fake, 65534, 65534)
+    assert adopter_status(spool) == {"adopter": "none running on this spool directory"}

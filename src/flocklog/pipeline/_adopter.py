@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import os
+import tempfile
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -170,10 +171,18 @@ class SpoolAdopter:
         """Publish ``stats()`` for ``flocklog status`` (temp file + rename: a reader never sees half). A failure
         here is one more warning, never the adopter's end: the counters stay in ``stats()``."""
         path = stats_path(self.spool_dir, os.getpid())
-        tmp = path.with_name(path.name + ".tmp")
         try:
-            tmp.write_text(json.dumps(self.stats()), encoding="utf-8")
-            os.replace(tmp, path)
+            # A fresh O_EXCL name, never a fixed one: the spool may sit in a shared directory such as /tmp, where
+            # another user could plant a symlink at a predictable temp name; the rename replaces, never follows.
+            fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as out:
+                    out.write(json.dumps(self.stats()))
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
         except OSError as exc:
             _log.warning("flocklog worker: could not write the spool adopter's counters to %s: %s", path, exc)
 
@@ -188,6 +197,10 @@ class SpoolAdopter:
         for pid, path in _stats_files(self.spool_dir):  # counters of adopters that are gone (a SIGKILLed worker)
             if pid != os.getpid() and not pid_alive(pid):
                 path.unlink(missing_ok=True)
+        for path in self.spool_dir.parent.glob(f".{self.spool_dir.name}.adopter-*.json.*.tmp"):
+            with contextlib.suppress(ValueError, OSError):  # a temp file of a worker killed mid-write
+                if not pid_alive(int(path.name.split(".adopter-", 1)[1].split(".", 1)[0])):
+                    path.unlink()
         self._save()  # "running, nothing adopted yet" is worth seeing in status too
         self._thread.start()
 
@@ -207,6 +220,8 @@ def adopter_status(spool_dir: Path) -> dict[str, Any]:
         if not pid_alive(pid):
             continue
         try:
+            if hasattr(os, "getuid") and path.lstat().st_uid != os.getuid():  # planted by another user: not ours
+                continue
             reports.append(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError):  # being replaced this instant, or gone: the next status sees it
             continue
