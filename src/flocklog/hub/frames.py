@@ -16,6 +16,7 @@ import logging
 import math
 import operator
 import struct
+import sys
 from typing import Any
 
 import msgpack
@@ -272,7 +273,7 @@ def encode_log_record(record: logging.LogRecord, message: str, limit: int) -> tu
         row.append(None)
         if list(map(type, row)) == _COMMON_WIRE_TYPES or _plain_types(row):
             try:
-                data = _PACKER.pack(row) if type(message) is str else pack(row)
+                data = _PACKER_PACK(row) if type(message) is str else pack(row)
             except (UnicodeEncodeError, OverflowError, TypeError, ValueError):
                 data = b""
             if data and len(data) <= limit:
@@ -282,10 +283,20 @@ def encode_log_record(record: logging.LogRecord, message: str, limit: int) -> tu
 
 #: The record's wire fields but ``extra``, in :data:`ORDER`; ``msg`` is fetched only to keep the positions.
 _record_row = operator.attrgetter(*ORDER[:-1])
+
+
 #: One packer for the client's hot path, shared by every thread: reusing its buffer halves the cost of a
-#: ``packb``. Safe without a lock only because the row it packs holds exact ``str``/``int``/``float``/None values
-#: (checked just before), so packing runs no Python code and cannot give up the GIL half-way through.
-_PACKER = msgpack.Packer(use_bin_type=True)
+#: ``packb``. Safe without a lock only with msgpack's C extension under the GIL: the row it packs holds exact
+#: ``str``/``int``/``float``/None values (checked just before), so the C packer runs no Python code and cannot give
+#: up the GIL half-way through. msgpack's pure-Python fallback (``MSGPACK_PUREPYTHON``, PyPy, platforms without a
+#: wheel) and a free-threaded build can switch threads inside ``pack``: one shared buffer then tears and mixes
+#: records, so there each call packs with its own ``packb``.
+def _shared_packer_is_safe() -> bool:
+    gil_enabled = getattr(sys, "_is_gil_enabled", None)  # 3.13+; absent means a GIL build
+    return msgpack.Packer.__module__ == "msgpack._cmsgpack" and (gil_enabled is None or bool(gil_enabled()))
+
+
+_PACKER_PACK: Any = msgpack.Packer(use_bin_type=True).pack if _shared_packer_is_safe() else pack
 #: The types of :data:`ORDER` (but ``extra``) for nearly every record: pid and thread set, no exc/stack text.
 _COMMON_TYPES = [str, int, str, str, float, int, str, int, str, str, int, str, type(None), type(None)]
 #: The same with ``extra`` (nil): the signature of a plain record as the hub reads it.
