@@ -125,6 +125,36 @@ def test_the_worker_stores_both_batch_formats_and_keeps_a_malformed_row_aside(
         worker.stop()
 
 
+def test_a_batch_the_compact_format_cannot_encode_is_sent_as_before_and_only_its_bad_record_kept_aside(
+    tmp_path: Path, redis_url: str, postgres_dsn: str, table: str
+) -> None:
+    """A record that skipped ``build`` (built directly, an older version's spool) may hold NaN or a datetime.
+
+    The compact encoder refuses those; the send raised ``broker unreachable`` for it, so the batch spooled and
+    blocked every later spooled batch at each replay. It goes in the older list format instead: the worker
+    stores the good records and keeps the bad one aside.
+    """
+    from flocklog.pipeline.transports import CeleryTransport
+
+    env = service_env(tmp_path, redis_url, postgres_dsn, table)
+    log = tmp_path / "worker.log"
+    worker = Worker(env, log, concurrency=1)
+    worker.start()
+    records = [_record("good", i=i) for i in range(9)]
+    records.insert(3, _record("not finite", ratio=float("nan")))
+    transport = CeleryTransport(redis_url)
+    try:
+        assert wait_until(lambda: _ready(log), timeout=120), log.read_text()[-3000:]
+        transport.send(records)
+        assert wait_until(lambda: count_rows(postgres_dsn, table) == (9, 9), timeout=120), log.read_text()[-3000:]
+        assert wait_until(lambda: len(_refused(tmp_path)) == 1, timeout=60), log.read_text()[-3000:]
+        (entry,) = _refused(tmp_path)
+        assert entry["record"]["message"] == "not finite", entry  # type: ignore[index]  # a JSON object
+    finally:
+        transport.close()
+        worker.stop()
+
+
 @pytest.mark.parametrize("how", ["flocklog worker", "celery -A"])
 def test_a_worker_whose_database_is_unreachable_refuses_to_start_in_one_line(
     tmp_path: Path, redis_url: str, table: str, how: str

@@ -38,6 +38,7 @@ __all__ = [
     "decode_batch",
     "encode_batch",
     "receipt_client",
+    "task_argument",
     "worker_command",
 ]
 
@@ -63,6 +64,21 @@ def encode_batch(records: Sequence[ExecutionRecord]) -> str:
     """One JSON text for a batch (see the module docstring): what the Celery task carries."""
     rows = [[r.id.hex, r.ts.timestamp(), r.level, r.logger, r.message, r.fields, r.host, r.pid] for r in records]
     return _encode({"v": BATCH_FORMAT, "rows": rows})
+
+
+def task_argument(records: Sequence[ExecutionRecord]) -> str | list[dict[str, Any]]:
+    """The task's batch argument: :func:`encode_batch`, or the older list of ``to_wire()`` dicts for a batch it
+    cannot encode.
+
+    Only a record that skipped ``ExecutionRecord.build`` (built directly, or read back from an older version's
+    spool) can hold what the strict encoder refuses (NaN, a ``datetime`` or ``Decimal`` field). Such a batch must
+    not fail its send over and over as if the broker were down, with every later spooled batch stuck behind it:
+    kombu's JSON carries it as before, and the worker stores its good records and keeps the bad one aside.
+    """
+    try:
+        return encode_batch(records)
+    except (TypeError, ValueError, OverflowError):
+        return [record.to_wire() for record in records]
 
 
 def _uuid(text: Any) -> uuid.UUID:

@@ -37,8 +37,8 @@ from flocklog.pipeline.protocol import (
     QUEUE,
     RECEIPT_PREFIX,
     TASK_NAME,
-    encode_batch,
     receipt_client,
+    task_argument,
     worker_command,
 )
 from flocklog.pipeline.spool import SpoolTransport
@@ -120,10 +120,11 @@ class CeleryTransport:
 
     def send(self, records: Sequence[ExecutionRecord], batch_id: str | None = None) -> None:
         batch_id = batch_id or uuid.uuid4().hex
+        argument = task_argument(records)  # outside the try: a record's fault is not the broker's
         try:
             self.app.send_task(
                 TASK_NAME,
-                args=[encode_batch(records)],
+                args=[argument],
                 kwargs={"batch_id": batch_id},
                 queue=QUEUE,
                 serializer="json",
