@@ -106,3 +106,35 @@ def test_a_batch_write_is_byte_for_byte_what_writing_each_record_gives(tmp_path:
             single.close()
             batched.close()
             assert many.read_bytes() == one.read_bytes(), (formatter, len(batch))
+
+
+class _Prefixed(logging.LogRecord):
+    def getMessage(self) -> str:  # what a setLogRecordFactory subclass may do
+        return "PREFIX " + super().getMessage()
+
+
+def test_a_batch_write_matches_per_record_writes_for_record_subclasses_and_stateful_encodings(
+    tmp_path: Path,
+) -> None:
+    """Two cases the shortcut got wrong (found in review): a record class overriding ``getMessage`` was written as
+    its raw ``msg``, and a stateful encoding (UTF-7, ISO-2022) with no terminator encoded the joined text
+    differently from the records one by one."""
+    import flocklog
+
+    cases: list[tuple[str, str, list[logging.LogRecord]]] = [
+        ("utf-8", "\n", [_Prefixed("n", logging.INFO, "p", 1, f"hello {i}", None, None) for i in range(3)]),
+        ("utf-7", "", [logging.makeLogRecord({"msg": "é"}) for _ in range(3)]),
+        ("iso2022_jp", "", [logging.makeLogRecord({"msg": "日本"}) for _ in range(3)]),
+    ]
+    for index, (encoding, terminator, batch) in enumerate(cases):
+        one, many = tmp_path / f"one-{index}.log", tmp_path / f"many-{index}.log"
+        single = flocklog.RotatingFileHandler(one, encoding=encoding)
+        batched = flocklog.RotatingFileHandler(many, encoding=encoding)
+        for h in (single, batched):
+            h.terminator = terminator
+        for record in batch:
+            single.emit(record)
+        batched.emit_batch(batch)
+        single.close()
+        batched.close()
+        assert many.read_bytes() == one.read_bytes(), encoding

@@ -108,6 +108,8 @@ class SafeFileMixin:
         except LookupError:
             raise ConfigError(f"unknown encoding {self.encoding!r}") from None
         self._bom, self._codec = _BOM_CODECS.get(name, (b"", name))
+        # Stateful encoders (shift sequences) encode a joined text differently from its parts: no batch join there.
+        self._joinable = not (name in ("utf-7", "hz") or name.startswith("iso2022"))
         # A subclass overriding shouldRollover/doRollover gets the stdlib's protocol (see _emit_with_overrides).
         names = ("shouldRollover", "doRollover")
         self._custom = any(getattr(type(self), n) is not own for n, own in zip(names, self._own_methods, strict=True))
@@ -379,9 +381,14 @@ class SafeFileMixin:
         or stack, and the hub's handlers default to ``%(message)s``. ``Formatter.format`` costs ~0.4 µs a record
         to return that same string (measured); the hub's CPU per record is what this batch path exists for. Only
         a plain ``logging.Formatter`` of exactly ``%(message)s`` qualifies (a subclass may do anything), with
-        ``\\n`` line ends; ``record.message`` is not set, as no formatter ran.
+        ``\\n`` line ends, a stateless encoding and exact ``LogRecord`` instances; ``record.message`` is not set,
+        as no formatter ran.
         """
-        if type(self).format is not logging.Handler.format or self._newline != "\n":  # type: ignore[attr-defined]
+        if (
+            type(self).format is not logging.Handler.format  # type: ignore[attr-defined]
+            or self._newline != "\n"
+            or not self._joinable
+        ):
             return None
         # Handler.format's choice: its formatter, else logging's default (which is "%(message)s")
         fmt = getattr(self, "formatter", None) or logging._defaultFormatter  # type: ignore[attr-defined]
@@ -390,7 +397,12 @@ class SafeFileMixin:
         lines = [
             r.msg
             for r in records
-            if type(r.msg) is str and not r.args and not r.exc_info and not r.exc_text and not r.stack_info
+            if type(r) is logging.LogRecord  # a record factory's subclass may override getMessage
+            and type(r.msg) is str
+            and not r.args
+            and not r.exc_info
+            and not r.exc_text
+            and not r.stack_info
         ]
         return lines if len(lines) == len(records) else None
 
