@@ -11,9 +11,10 @@ import socket
 import threading
 from pathlib import Path
 
+import pytest
 from hubwriters import last_json, run_script, serve, stop_serve, wait_until
 
-from flocklog.errors import HubError
+from flocklog.errors import ConfigError, HubError
 from flocklog.hub import frames, query_status
 from flocklog.hub._address import parse_address
 
@@ -181,7 +182,7 @@ def test_under_a_flood_the_hub_counts_decoded_records_stays_within_its_bound_and
     handler = {"class": "logging.FileHandler", "filename": str(log_path), "delay": True}
     config = {"version": 1, "handlers": {"file": handler}, "root": {"level": "DEBUG", "handlers": ["file"]}}
     (tmp_path / "hub.json").write_text(json.dumps(config))
-    bound = 8 * 1024 * 1024
+    bound = 10 * 1024 * 1024  # near the smallest a 1 MiB frame allows (8.4 MiB), so the flood pauses early
     proc, address = serve(tmp_path, log_path, subprocess_env, "--max-memory", str(bound))
     frame_count = 12
     first = _tiny_records_frame("flood", 0, frames.DEFAULT_MAX_FRAME - 4096)
@@ -228,3 +229,22 @@ def test_under_a_flood_the_hub_counts_decoded_records_stays_within_its_bound_and
         stop_serve(proc)
         reader.join(60)
     assert lines == [sum(sent)] and len(sent) == frame_count
+
+
+@pytest.mark.parametrize("max_frame", [8192, 65536, 262144, 1024 * 1024])
+def test_a_memory_bound_under_which_a_paused_hub_could_never_read_again_is_refused_at_start(
+    tmp_path: Path, max_frame: int
+) -> None:
+    """The old check accepted ``2 * max_frame + reserve``; the loop's floor (the reserve plus a sixteenth of the
+    bound) then sat above the resume level (3/4 of the bound) for frames up to 256 KiB: paused from the start."""
+    from flocklog.hub._writer import writer_reserve
+    from flocklog.hub.server import Hub
+
+    old_minimum = 2 * max_frame + writer_reserve(max_frame)
+    handler = logging.FileHandler(tmp_path / "hub.log", delay=True)
+    with pytest.raises(ConfigError, match="must be at least"):
+        Hub([handler], addresses=[f"unix:{tmp_path / 'a.sock'}"], max_frame=max_frame, max_memory=old_minimum)
+    from flocklog.hub.server import minimum_max_memory
+
+    floor = writer_reserve(max_frame) + minimum_max_memory(max_frame) // 16 + 2 * max_frame
+    assert floor < minimum_max_memory(max_frame) * 3 // 4, "at the minimum a paused hub must be able to resume"

@@ -106,6 +106,16 @@ def handlers_from_config(config: dict[str, Any]) -> list[logging.Handler]:
     return handlers
 
 
+def minimum_max_memory(max_frame: int) -> int:
+    """The smallest ``max_memory`` under which a paused hub can ever read again.
+
+    Reading resumes below 3/4 of the bound, and what the loop counts never falls below the writer's reserve plus a
+    sixteenth of the bound (allocator slack): with room for two frames on top, that is
+    ``(reserve + 2 * max_frame) * 16 / 11``. A smaller bound (accepted before) kept the hub paused from the start.
+    """
+    return (writer_reserve(max_frame) + 2 * max_frame) * 16 // 11 + 64  # + 64: past the rounding of both sides
+
+
 class Hub:
     """A running hub; create it with :func:`start_hub` (or ``flocklog serve``).
 
@@ -134,10 +144,12 @@ class Hub:
         state_path: str | os.PathLike[str] | None = None,
     ) -> None:
         reserve = writer_reserve(max_frame)
-        if max_memory < 2 * max_frame + reserve:
+        minimum = minimum_max_memory(max_frame)
+        if max_memory < minimum:
             raise ConfigError(
-                f"max_memory ({max_memory}) must be at least {2 * max_frame + reserve} for max_frame {max_frame}: "
-                "two frames plus what the writer needs to decode one"
+                f"max_memory ({max_memory}) must be at least {minimum} for max_frame {max_frame}: what the writer "
+                "needs to decode one frame, two frames and the allocator's share must fit under the level at which "
+                "a paused hub reads again"
             )
         if max_connections < 1:
             raise ConfigError("max_connections must be >= 1")
