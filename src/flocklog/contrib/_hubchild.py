@@ -215,6 +215,12 @@ class HubChild:
             self._stopping.set()
             proc = self._proc
         code: int | None = None
+        if proc is None or proc.poll() is not None:
+            say_loudly(
+                "the log hub was not running when the wrapper stopped (it died and its restart had not happened "
+                "yet): records the workers spooled meanwhile stay in their spool directory, for the next hub "
+                "(`flocklog serve`, or this wrapper again) to adopt"
+            )
         if proc is not None:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

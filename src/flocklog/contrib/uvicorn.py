@@ -181,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             handler.close()
         if hub is not None:
             code = hub.stop()
-            if code != 0:
+            if code is None:
+                say_loudly("the log hub was killed after its drain timeout: look above for what it could not write")
+            elif code != 0:
                 say_loudly(f"the log hub exited with {code}: look above for what it could not write")
         shutil.rmtree(config_dir, ignore_errors=True)
     return 0
