@@ -61,11 +61,21 @@ def stats_path(spool_dir: Path, pid: int) -> Path:
     return spool_dir.parent / f".{spool_dir.name}.adopter-{pid}.json"
 
 
-def _stats_files(spool_dir: Path) -> list[tuple[int, Path]]:
+def _adopter_pid(path: Path) -> int | None:
+    """The pid in a counters file's name (``.<spool>.adopter-<pid>.json``, or its ``....json.<random>.tmp``)."""
+    try:
+        return int(path.name.rsplit(".adopter-", 1)[1].split(".", 1)[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def _stats_files(spool_dir: Path, pattern: str = "*.json") -> list[tuple[int, Path]]:
+    """(pid, path) of the counters files beside ``spool_dir`` (``pattern``: what follows ``adopter-``)."""
     found = []
-    for path in spool_dir.parent.glob(f".{spool_dir.name}.adopter-*.json"):
-        with contextlib.suppress(ValueError):
-            found.append((int(path.name.rsplit("-", 1)[1].split(".", 1)[0]), path))
+    for path in spool_dir.parent.glob(f".{spool_dir.name}.adopter-{pattern}"):
+        pid = _adopter_pid(path)
+        if pid is not None:
+            found.append((pid, path))
     return found
 
 
@@ -194,13 +204,11 @@ class SpoolAdopter:
                 self._fail(exc)
 
     def start(self) -> None:
-        for pid, path in _stats_files(self.spool_dir):  # counters of adopters that are gone (a SIGKILLed worker)
+        # Counters of adopters that are gone (a SIGKILLed worker), and temp files of one killed mid-write.
+        for pid, path in _stats_files(self.spool_dir) + _stats_files(self.spool_dir, "*.json.*.tmp"):
             if pid != os.getpid() and not pid_alive(pid):
-                path.unlink(missing_ok=True)
-        for path in self.spool_dir.parent.glob(f".{self.spool_dir.name}.adopter-*.json.*.tmp"):
-            with contextlib.suppress(ValueError, OSError):  # a temp file of a worker killed mid-write
-                if not pid_alive(int(path.name.split(".adopter-", 1)[1].split(".", 1)[0])):
-                    path.unlink()
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
         self._save()  # "running, nothing adopted yet" is worth seeing in status too
         self._thread.start()
 
