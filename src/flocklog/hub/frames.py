@@ -285,17 +285,20 @@ def encode_log_record(record: logging.LogRecord, message: str, limit: int) -> tu
 _record_row = operator.attrgetter(*ORDER[:-1])
 
 
-#: One packer for the client's hot path, shared by every thread: reusing its buffer halves the cost of a
-#: ``packb``. Safe without a lock only with msgpack's C extension under the GIL: the row it packs holds exact
-#: ``str``/``int``/``float``/None values (checked just before), so the C packer runs no Python code and cannot give
-#: up the GIL half-way through. msgpack's pure-Python fallback (``MSGPACK_PUREPYTHON``, PyPy, platforms without a
-#: wheel) and a free-threaded build can switch threads inside ``pack``: one shared buffer then tears and mixes
-#: records, so there each call packs with its own ``packb``.
 def _shared_packer_is_safe() -> bool:
+    """Can one packer serve every thread without a lock? Only msgpack's C extension under a GIL.
+
+    The row it packs holds exact ``str``/``int``/``float``/None values (checked just before), so the C packer runs
+    no Python code and cannot give up the GIL half-way through. msgpack's pure-Python fallback
+    (``MSGPACK_PUREPYTHON``, PyPy, platforms without a wheel) and a free-threaded build can switch threads inside
+    ``pack``: one shared buffer then tears and mixes records.
+    """
     gil_enabled = getattr(sys, "_is_gil_enabled", None)  # 3.13+; absent means a GIL build
     return msgpack.Packer.__module__ == "msgpack._cmsgpack" and (gil_enabled is None or bool(gil_enabled()))
 
 
+#: The client's hot-path packer: one shared packer where that is safe (reusing its buffer halves the cost of a
+#: ``packb``), else a ``packb`` per call.
 _PACKER_PACK: Any = msgpack.Packer(use_bin_type=True).pack if _shared_packer_is_safe() else pack
 #: The types of :data:`ORDER` (but ``extra``) for nearly every record: pid and thread set, no exc/stack text.
 _COMMON_TYPES = [str, int, str, str, float, int, str, int, str, str, int, str, type(None), type(None)]
