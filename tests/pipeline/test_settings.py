@@ -64,17 +64,15 @@ def test_an_explicit_receipt_timeout_is_checked_too(redis_url: str) -> None:
             CeleryTransport(redis_url, receipt_timeout=bad)
 
 
+def _run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """A command that should refuse to start: its exit code and output, captured as text."""
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def test_the_cli_reports_a_bad_setting_in_one_line_without_a_traceback(tmp_path: Path, redis_url: str) -> None:
     env = dict(os.environ, FLOCKLOG_BROKER_TIMEOUT="soon")
     for command in (["status", "--broker", redis_url], ["worker"]):
-        result = subprocess.run(
-            [sys.executable, "-m", "flocklog.cli", *command],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = _run([sys.executable, "-m", "flocklog.cli", *command], tmp_path, env)
         assert result.returncode == 1, result
         assert result.stderr.strip().splitlines() == ["Error: FLOCKLOG_BROKER_TIMEOUT='soon' is not a number"]
 
@@ -165,24 +163,12 @@ def test_a_worker_with_a_bad_adopt_spools_value_refuses_to_start_in_one_line(tmp
     """``maybe`` once meant "on" (anything but 0/false/no/off did): now both ways of starting a worker refuse it."""
     env = dict(os.environ, FLOCKLOG_ADOPT_SPOOLS="maybe", FLOCKLOG_BROKER_URL=redis_url)
     message = "FLOCKLOG_ADOPT_SPOOLS='maybe' is not a yes/no value"
-    flocklog_worker = subprocess.run(
-        [sys.executable, "-m", "flocklog.cli", "worker"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    flocklog_worker = _run([sys.executable, "-m", "flocklog.cli", "worker"], tmp_path, env)
     assert flocklog_worker.returncode == 1, flocklog_worker
     assert flocklog_worker.stderr.strip().splitlines() == [
         f"Error: {message}: use one of 1, true, yes, on, 0, false, no, off"
     ]
-    celery_worker = subprocess.run(
-        [*worker_command("--pool", "solo"), "--without-gossip", "--without-mingle"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    celery_worker = _run(
+        [*worker_command("--pool", "solo"), "--without-gossip", "--without-mingle"], tmp_path, env, timeout=120
     )
     assert celery_worker.returncode != 0 and message in celery_worker.stderr, celery_worker
