@@ -152,3 +152,15 @@ def hammer(url: str, run: str, requests: int, threads: int = 4, *, first: int = 
     with ThreadPoolExecutor(threads) as pool:
         for future in [pool.submit(worker, offset) for offset in range(threads)]:
             future.result()
+
+
+def hammer_across_boundaries(url: str, run: str, requests: int) -> None:
+    """:func:`hammer` the run in two halves split by a clock-second boundary, then one more boundary and a few
+    records of another run: the run spans two one-second slots and its last slot is archived, however fast or
+    slow the machine serves it (``when="S"`` sets then always have at least two archives)."""
+    half = requests // 2
+    hammer(url, run, half)
+    wait_for_clock_boundary()
+    hammer(url, run, requests - half, first=half)
+    wait_for_clock_boundary()
+    hammer(url, "warmup", 8)

@@ -16,8 +16,8 @@ from contrib_helpers import (
     Server,
     free_port,
     hammer,
+    hammer_across_boundaries,
     pid_of,
-    wait_for_clock_boundary,
     wait_for_port,
     wait_until,
 )
@@ -122,12 +122,7 @@ def test_four_uwsgi_workers_log_every_request_once_across_rotations(
 ) -> None:
     deployment = Deployment(tmp_path, subprocess_env, start_server, mode)
     server = deployment.start(lazy=lazy, threads=threads)
-    half = REQUESTS // 2
-    hammer(deployment.url(), run_id, half)
-    wait_for_clock_boundary()  # the run spans a boundary however fast the machine serves it
-    hammer(deployment.url(), run_id, REQUESTS - half, first=half)
-    wait_for_clock_boundary()
-    hammer(deployment.url(), "warmup", 8)  # a record after the boundary, so the run's last slot is archived
+    hammer_across_boundaries(deployment.url(), run_id, REQUESTS)
     deployment.stop(server)
     report = verify_paths(
         [str(deployment.logs / "app.log")],

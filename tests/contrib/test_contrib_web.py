@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from contrib_helpers import (
     EXAMPLES,
     Server,
     free_port,
-    hammer,
+    hammer_across_boundaries,
     pid_of,
     wait_for_port,
     wait_for_workers,
@@ -63,11 +62,7 @@ def test_gunicorn_four_workers_log_every_request_once_through_the_masters_hub(
     server = start_server(args, cwd=app_dir, env=env, log=tmp_path / "gunicorn.out")
     wait_for_port(port, server)
     wait_until(lambda: _booted(server) >= 4, 60, "gunicorn to boot 4 workers", server.output)
-    started = time.monotonic()
-    hammer(f"http://127.0.0.1:{port}/", run_id, REQUESTS)
-    if time.monotonic() - started < 2.5:
-        time.sleep(2.5)  # make sure the set spans several one-second intervals
-        hammer(f"http://127.0.0.1:{port}/", "warmup", 10)
+    hammer_across_boundaries(f"http://127.0.0.1:{port}/", run_id, REQUESTS)
     assert server.terminate() == 0, server.output()
     verified(app_dir / "logs" / "app.log", run_id, server)
     assert len(pids_in(app_dir / "logs" / "app.log")) >= 2, "requests must have been served by several workers"
@@ -85,11 +80,7 @@ def test_uvicorn_four_spawned_workers_log_every_request_once_through_the_hub_add
     server = start_server(args, cwd=app_dir, env=subprocess_env, log=tmp_path / "uvicorn.out")
     wait_for_port(port, server)
     wait_for_workers(app_dir / "logs", "Application startup complete", 4, server)
-    started = time.monotonic()
-    hammer(f"http://127.0.0.1:{port}/", run_id, REQUESTS)
-    if time.monotonic() - started < 2.5:
-        time.sleep(2.5)
-        hammer(f"http://127.0.0.1:{port}/", "warmup", 10)
+    hammer_across_boundaries(f"http://127.0.0.1:{port}/", run_id, REQUESTS)
     assert server.terminate() == 0, server.output()
     verified(app_dir / "logs" / "app.log", run_id, server)
     assert len(pids_in(app_dir / "logs" / "app.log")) >= 2, "requests must have been served by several workers"
@@ -138,9 +129,7 @@ def test_uvicorn_workers_reach_a_flocklog_serve_hub_through_log_config_and_the_a
     )
     wait_for_port(port, server)
     wait_for_workers(app_dir / "logs", "Application startup complete", 4, server)
-    hammer(f"http://127.0.0.1:{port}/", run_id, 600)
-    time.sleep(2.1)
-    hammer(f"http://127.0.0.1:{port}/", "warmup", 10)  # a record after a boundary, so the set has archives
+    hammer_across_boundaries(f"http://127.0.0.1:{port}/", run_id, 600)
     assert server.terminate() == 0, server.output()
     assert hub.terminate() == 0, hub.output()
     report = verify_paths(
