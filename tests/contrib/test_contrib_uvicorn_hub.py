@@ -137,3 +137,39 @@ def test_a_hub_child_that_dies_while_serving_is_warned_about_and_restarted_and_n
     # The warning went to the flocklog logger too, and so through the new hub into the file.
     assert warning in log_file.read_text("utf-8")
     _verify(log_file, run_id, REQUESTS)
+
+
+def test_stopping_while_a_restarted_hub_has_not_listened_yet_is_warned_about(tmp_path: Path) -> None:
+    """A restarted child that is alive but not (yet) listening is not serving: the workers' last records are in
+    their spools, and stop() must say so. The restart here blocks for good before it listens: its log file has
+    become a FIFO nobody reads, so opening it for writing never returns."""
+    import json
+    import logging
+
+    from flocklog.contrib._hubchild import HubChild
+    from flocklog.contrib._setup import log_settings
+
+    seen: list[str] = []
+    catcher = logging.Handler()
+    catcher.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("flocklog").addHandler(catcher)
+    hub = HubChild(log_settings(tmp_path / "app.log", when="none", max_bytes=1 << 20), drain_timeout=1.0)
+    try:
+        hub.start()
+        first = hub.pid
+        assert first is not None
+        config_path = Path(hub.address[len("unix:") :]).parent / "hub.json"
+        config = json.loads(config_path.read_text("utf-8"))
+        os.mkfifo(tmp_path / "fifo.log")
+        config["handlers"]["file"]["filename"] = str(tmp_path / "fifo.log")
+        config_path.write_text(json.dumps(config), "utf-8")
+        os.kill(first, signal.SIGKILL)
+        wait_until(
+            lambda: hub.pid not in (None, first), WAIT, "the supervisor to start another hub", lambda: "\n".join(seen)
+        )
+        assert hub.pid is not None and not _gone(hub.pid)
+    finally:
+        hub.stop()
+        logging.getLogger("flocklog").removeHandler(catcher)
+    assert any("exited with -9 while serving" in message for message in seen), seen
+    assert any("was not serving when the wrapper stopped" in message for message in seen), seen

@@ -104,6 +104,7 @@ class HubChild:
     | field                         | owner thread                        | lock     |
     |-------------------------------|-------------------------------------|----------|
     | ``_proc``, ``restarts``       | start(): the caller; then the watcher | ``_lock`` |
+    | ``_serving``                  | start(): the caller; then the watcher | an Event |
     | ``_stopping``                 | stop() sets, the watcher reads      | an Event |
     """
 
@@ -137,6 +138,7 @@ class HubChild:
         self.restarts = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._serving = threading.Event()  # the current child listened and has not exited since
         self._proc: subprocess.Popen[bytes] | None = None
         self._watcher: threading.Thread | None = None
 
@@ -149,7 +151,8 @@ class HubChild:
         """Start the child and return once its socket accepts connections; HubError if it never does."""
         with self._lock:
             self._spawn()
-        self._wait_ready()
+        if self._wait_ready():
+            self._serving.set()
         self._watcher = threading.Thread(target=self._watch, name="flocklog-hub-supervisor", daemon=True)
         self._watcher.start()
 
@@ -181,6 +184,7 @@ class HubChild:
             assert proc is not None
             started = time.monotonic()
             code = proc.wait()
+            self._serving.clear()
             with contextlib.suppress(OSError):
                 if proc.stdin is not None:
                     proc.stdin.close()
@@ -201,7 +205,8 @@ class HubChild:
                         return
                     self.restarts += 1
                     self._spawn()
-                self._wait_ready()
+                if self._wait_ready():
+                    self._serving.set()
             except Exception as exc:  # never the end of the supervision: the next round tries again
                 say_loudly(f"restarting the log hub failed: {exc}; trying again")
 
@@ -215,9 +220,9 @@ class HubChild:
             self._stopping.set()
             proc = self._proc
         code: int | None = None
-        if proc is None or proc.poll() is not None:
+        if proc is None or proc.poll() is not None or not self._serving.is_set():
             say_loudly(
-                "the log hub was not running when the wrapper stopped (it died and its restart had not happened "
+                "the log hub was not serving when the wrapper stopped (it died, and no restart of it was listening "
                 "yet): records the workers spooled meanwhile stay in their spool directory, for the next hub "
                 "(`flocklog serve`, or this wrapper again) to adopt"
             )
