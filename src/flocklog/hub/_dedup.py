@@ -103,6 +103,7 @@ class Watermarks:
         self.dangling: list[FileMark] = []
         self._fd: int | None = None
         self._size = 0
+        self._pack = frames.packer()  # the writer thread's (the constructor's before it starts)
         if path is not None:
             self._load(path)
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -150,12 +151,12 @@ class Watermarks:
     def begin(self, cid: str, seq: int, marks: list[FileMark]) -> None:
         """Before batch ``seq`` of ``cid`` is written: the sizes its files are cut back to if it never finishes."""
         if self._fd is not None and marks:
-            self._append(frames.pack([cid, seq, [list(mark) for mark in marks]]), "mid_begin")
+            self._append(self._pack([cid, seq, [list(mark) for mark in marks]]), "mid_begin")
 
     def record(self, cid: str, seq: int) -> None:
         """Batch ``seq`` of ``cid`` is written: remembered, and on disk before the caller acks it."""
         self._remember(cid, seq)
-        written = self._fd is not None and self._append(frames.pack([cid, seq]), "mid_watermark")
+        written = self._fd is not None and self._append(self._pack([cid, seq]), "mid_watermark")
         if written and self._size > _COMPACT_AT:
             self._compact()
 
@@ -190,7 +191,7 @@ class Watermarks:
             try:
                 chunks = []
                 for cid, seq in self._last.items():
-                    body = frames.pack([cid, seq])
+                    body = self._pack([cid, seq])
                     chunks.append(_ENTRY_HEADER.pack(len(body)) + body)
                 data = memoryview(b"".join(chunks))
                 done = 0

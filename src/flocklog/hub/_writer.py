@@ -126,7 +126,7 @@ class BatchWriter:
                         self._write_batch(conn, frame)
                     finally:
                         self.loop.accounting.release(cost)
-                        self.loop.wake()
+                        self.loop.wake()  # one wake-up for the reply posted and the memory released
             except Exception:  # the writer never dies: one bad batch is counted, the next one is written
                 self.count("writer_errors")
                 log.exception("flocklog hub: error while writing a batch (the hub goes on)")
@@ -155,15 +155,14 @@ class BatchWriter:
                 raise FrameError("batch 'st' must be [spooled, dropped]")
         except FrameError as exc:
             self.count("malformed")
-            self.loop.post(conn, {"t": "error", "kind": "malformed", "reason": str(exc)}, close=True)
+            self.loop.post(conn, {"t": "error", "kind": "malformed", "reason": str(exc)}, close=True, wake=False)
             return
         # What the decoded batch costs (its records' bytes objects and a chunk of LogRecords) counts against the
         # hub's memory bound until the batch is done; the frame itself is in the backlog already.
         size = len(frame) if isinstance(frame, bytes) else 0
         self.loop.accounting.decoding(decoded_cost(size, len(recs), _WRITE_CHUNK))
         del frame, obj
-        self.count("batches")
-        self.count("records_received", len(recs))
+        self.add_counts({"batches": 1, "records_received": len(recs)})
         if seq <= self.dedup.last(cid):
             self.count("duplicate_batches")
             bad, first_error = self._check_records(recs)  # a resend is checked as strictly as the first send
@@ -182,9 +181,9 @@ class BatchWriter:
         if bad:
             self.count("malformed")
             reason = f"{bad} of {len(recs)} records malformed and skipped: {first_error}"
-            self.loop.post(conn, {"t": "error", "kind": "malformed", "reason": reason}, close=True)
+            self.loop.post(conn, {"t": "error", "kind": "malformed", "reason": reason}, close=True, wake=False)
         else:
-            self.loop.post(conn, {"t": "ack", "seq": seq})
+            self.loop.post(conn, {"t": "ack", "seq": seq}, wake=False)
 
     @staticmethod
     def _check_records(recs: list[Any]) -> tuple[int, str]:
