@@ -189,8 +189,10 @@ class BatchWriter:
         """Write the new batches of ``group`` once, journaled as one (begin, records, done), then post every reply."""
         batches = [batch for conn, frame, _ in group if (batch := self._parse(conn, frame)) is not None]
         # What the decoded group costs (its records' bytes objects and a chunk of LogRecords) counts against the
-        # hub's memory bound until it is done; the frames themselves are in the backlog already.
+        # hub's memory bound until it is done; the frames themselves are in the backlog already, and are let go
+        # now that they are decoded (their costs stay in the group until the caller releases them).
         size = sum(len(frame) for _, frame, _ in group if isinstance(frame, bytes))
+        group[:] = [(conn, None, cost) for conn, _, cost in group]
         received = sum(len(batch.recs) for batch in batches)
         self.loop.accounting.decoding(decoded_cost(size, received, _WRITE_CHUNK))
         new: list[_Batch] = []
