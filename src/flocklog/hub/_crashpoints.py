@@ -16,7 +16,7 @@ each ack, as these tests' do, makes groups of one); several points are separated
 | ``mid_watermark`` | after writing the first half of the batch's watermark entry                          |
 | ``after_watermark``| after the watermark entry, before the ack                                           |
 
-Shared state: the writer thread only.
+Shared state: the thread that holds the writer's ``commit_lock`` (the writer, or the loop committing a small batch).
 """
 
 from __future__ import annotations

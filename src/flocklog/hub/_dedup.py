@@ -25,7 +25,8 @@ another process appending meanwhile would lose its lines, so the file's identity
 file was replaced); a batch that was being written to a handler without a file (stdout, syslog, OTLP) cannot be taken
 back, so those get the batch again after a crash in that window (at least once).
 
-Shared state: every field is owned by the hub's writer thread (the hub's constructor before it starts); no lock.
+Shared state: every field belongs to whichever thread holds the writer's ``commit_lock`` (the writer thread, or the loop
+committing a small batch; the hub's constructor before they start); no lock of its own.
 """
 
 from __future__ import annotations

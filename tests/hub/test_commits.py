@@ -1,7 +1,9 @@
-"""Group commit: the batches waiting together for the writer are written with one write, journaled as one group.
+"""How the hub commits batches: the loop thread writes a small one itself while the writer is idle; the batches
+waiting together for the writer are written with one write and journaled as one group.
 
-The writer is held inside a handler while other connections' batches queue up behind it, so the group is there
-for certain, whatever the machine's load; the journal's torn-group case is built on disk entry by entry.
+The writer is held inside a handler while other connections' batches queue up behind it, so the group (or the
+busy writer) is there for certain, whatever the machine's load; the journal's torn-group case is built on disk
+entry by entry.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from hubwriters import wait_until
@@ -18,6 +21,7 @@ import flocklog
 from flocklog.hub import frames, start_hub
 from flocklog.hub._address import parse_address
 from flocklog.hub._dedup import Watermarks, file_marks
+from flocklog.hub._writer import INLINE_MAX_COST
 
 
 class GateHandler(logging.Handler):
@@ -38,14 +42,76 @@ class GateHandler(logging.Handler):
         self.emit_batch([record])
 
 
-def _batch(cid: str, seq: int, n: int) -> bytes:
+class ThreadNotingFileHandler(flocklog.RotatingFileHandler):
+    """flocklog's file handler (so the loop may commit to it), noting which thread wrote each chunk; a chunk of
+    more than ``hold_above`` records waits for the gate first."""
+
+    def __init__(self, path: Path, hold_above: int) -> None:
+        super().__init__(path)
+        self.setFormatter(logging.Formatter("%(message)s"))
+        self.threads: list[tuple[str, int]] = []
+        self.hold_above = hold_above
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        self.threads.append((threading.current_thread().name, len(records)))
+        if len(records) > self.hold_above:
+            self.entered.set()
+            assert self.gate.wait(60), "the test never opened the gate"
+        super().emit_batch(records)
+
+
+def _batch(cid: str, seq: int, n: int, pad: int = 0) -> bytes:
     recs = []
     for i in range(n):
-        text = f"{cid}-{seq}-{i}"
+        text = f"{cid}-{seq}-{i}" + " " * pad
         record, _ = frames.encode_record(frames.record_to_fields(logging.makeLogRecord({"msg": text}), text), 4096)
         recs.append(record)
     body = frames.pack({"t": "b", "cid": cid, "seq": seq, "recs": recs, "st": [0, 0]})
     return frames.HEADER.pack(len(body)) + body
+
+
+def _ack(sock: socket.socket) -> dict[str, object]:
+    reply: dict[str, object] = frames.unpack(frames.read_payload(sock, frames.DEFAULT_MAX_FRAME))
+    return reply
+
+
+def test_a_small_batch_is_written_by_the_loop_itself_while_the_writer_is_idle_and_a_large_one_by_the_writer(
+    tmp_path: Path,
+) -> None:
+    log_path = tmp_path / "hub.log"
+    handler = ThreadNotingFileHandler(log_path, hold_above=10**9)
+    with start_hub([handler], state_path=tmp_path / "hub.dedup") as hub, _open(hub.address) as sock:
+        sock.sendall(_batch("small", 0, 5))
+        assert _ack(sock) == {"t": "ack", "seq": 0}
+        sock.sendall(_batch("large", 0, 200, pad=400))  # ~80 KB: more than the loop may take on
+        assert _ack(sock) == {"t": "ack", "seq": 0}
+    handler.close()
+    assert len(_batch("large", 0, 200, pad=400)) > INLINE_MAX_COST
+    assert handler.threads == [("flocklog-hub-io", 5), ("flocklog-hub-writer", 200)]
+    assert len(log_path.read_text().splitlines()) == 205
+
+
+def test_while_the_writer_writes_a_small_batch_waits_for_it_in_the_queue_and_is_written_after_it(
+    tmp_path: Path,
+) -> None:
+    log_path = tmp_path / "hub.log"
+    handler = ThreadNotingFileHandler(log_path, hold_above=100)
+    with start_hub([handler], state_path=tmp_path / "hub.dedup") as hub:
+        large, small = _open(hub.address), _open(hub.address)
+        large.sendall(_batch("large", 0, 200, pad=400))
+        assert handler.entered.wait(60)  # the writer is inside the large batch, holding the commit
+        small.sendall(_batch("small", 0, 5))
+        wait_until(lambda: hub.status()["queue_depth"] == 1, 60, "the small batch queued, not written by the loop")
+        handler.gate.set()
+        assert _ack(large) == {"t": "ack", "seq": 0} and _ack(small) == {"t": "ack", "seq": 0}
+        large.close()
+        small.close()
+    handler.close()
+    assert handler.threads == [("flocklog-hub-writer", 200), ("flocklog-hub-writer", 5)]
+    lines = log_path.read_text().splitlines()
+    assert [line.strip() for line in lines] == [f"large-0-{i}" for i in range(200)] + [f"small-0-{i}" for i in range(5)]
 
 
 def _open(address: str) -> socket.socket:
