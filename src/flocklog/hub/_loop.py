@@ -13,7 +13,7 @@ the same per-connection buffers; split, they would share every field of ``Conn``
 | ``Conn.*`` (buffers, counters)| the loop thread      | none                                    |
 | ``_conns``, ``_paused``      | the loop thread       | none (``clients()`` reads a length)     |
 | ``_posted``                  | writer -> loop        | ``collections.deque`` (atomic appends)  |
-| ``Accounting.backlog``       | loop adds, writer subtracts | ``Accounting.lock``               |
+| ``Accounting.backlog``       | loop adds, committer subtracts | ``Accounting.lock``            |
 """
 
 from __future__ import annotations
@@ -92,8 +92,9 @@ def decoded_cost(frame_size: int, records: int, chunk: int) -> int:
 
 
 class Accounting:
-    """Bytes the hub holds for its writer: frames queued (added by the loop, released by the writer) and the
-    decoded batch the writer is working on (an estimate per record, set by the writer while it writes)."""
+    """Bytes the hub holds for its writer: frames queued (added by the loop, released by whoever wrote them) and the
+    decoded batch being written (an estimate per record, set by whichever thread holds the writer's commit lock:
+    the writer, or the loop committing a small batch itself)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()

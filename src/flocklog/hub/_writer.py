@@ -141,10 +141,12 @@ class BatchWriter:
                     continue
                 group, item = self._take_group(item)
                 try:
-                    with self.commit_lock:
-                        self._write_group(group)
+                    with self.commit_lock:  # the accounting too: a commit by the loop sets it meanwhile
+                        try:
+                            self._write_group(group)
+                        finally:
+                            self.loop.accounting.release(sum(cost for _, _, cost in group))
                 finally:
-                    self.loop.accounting.release(sum(cost for _, _, cost in group))
                     self.loop.wake()  # one wake-up for every reply posted and the memory released
             except Exception:  # the writer never dies: one bad batch is counted, the next one is written
                 self.count("writer_errors")
@@ -171,8 +173,8 @@ class BatchWriter:
             self.count("writer_errors")
             log.exception("flocklog hub: error while writing a batch (the hub goes on)")
         finally:
-            self.commit_lock.release()
             self.loop.accounting.release(cost)
+            self.commit_lock.release()
         return True
 
     def _take_group(self, first: tuple[Conn, Any, int]) -> tuple[list[tuple[Conn, Any, int]], Any]:
