@@ -3,8 +3,10 @@
 Why in shipped code: the exactly-once windows of a hub restart (a batch written and not yet recorded, a write cut
 short by the kill, a watermark entry cut short) are microseconds wide, so a random SIGKILL finds each one only
 now and then; a kill at a named point tests each one every time, with real processes and the real disk. Unset
-(always, outside tests) it costs the writer one ``is None`` test per batch. ``n`` counts new (not duplicate)
-batches from 1; several points are separated by commas (``mid_write:2,after_write:5``).
+(always, outside tests) it costs the writer one ``is None`` test per batch. ``n`` counts from 1 the writer's
+commits of new (not duplicate) batches: a group of batches that waited together is one (a client that waits for
+each ack, as these tests' do, makes groups of one); several points are separated by commas
+(``mid_write:2,after_write:5``).
 
 | point             | where the hub kills itself                                                           |
 |-------------------|--------------------------------------------------------------------------------------|
@@ -14,7 +16,7 @@ batches from 1; several points are separated by commas (``mid_write:2,after_writ
 | ``mid_watermark`` | after writing the first half of the batch's watermark entry                          |
 | ``after_watermark``| after the watermark entry, before the ack                                           |
 
-Shared state: the writer thread only.
+Shared state: the thread that holds the writer's ``commit_lock`` (the writer, or the loop committing a small batch).
 """
 
 from __future__ import annotations

@@ -1,28 +1,32 @@
 """The hub's exactly-once journal: the last batch seq written per client, and the batch being written, on disk.
 
-Why a journal and not only a watermark: a SIGKILL has three windows in which a watermark written after each batch
-is not enough, all seen in the 100-kill script: (1) between the batch's ``write`` and its watermark entry (two
-system calls; the writer may even wait for the GIL in between) the batch is on disk and unrecorded, so the resend
-was written again; (2) Linux stops a long ``write`` of a killed process between pages, so the file kept the first
-part of a batch, whose last record was cut in the middle (a torn line), and the resend wrote all of it again
-(duplicates, and the torn line swallowed the start of the next record); (3) an entry cut short by the kill was
-ignored on load but left in place, the next hub appended after it, and the load after the next restart stopped at
-the garbage, forgetting every later entry.
+Why a journal and not only a watermark: a SIGKILL has three windows in which a watermark written after each batch is not
+enough, all seen in the 100-kill script: (1) between the batch's ``write`` and its watermark entry (two system calls;
+the writer may even wait for the GIL in between) the batch is on disk and unrecorded, so the resend was written again;
+(2) Linux stops a long ``write`` of a killed process between pages, so the file kept the first part of a batch, whose
+last record was cut in the middle (a torn line), and the resend wrote all of it again (duplicates, and the torn line
+swallowed the start of the next record); (3) an entry cut short by the kill was ignored on load but left in place, the
+next hub appended after it, and the load after the next restart stopped at the garbage, forgetting every later entry.
 
-So each new batch is framed by two entries: *begin* ``[cid, seq, [[path, dev, ino, size], ...]]`` (the size of
-each file handler's file before the batch) and *done* ``[cid, seq]`` after it. A hub that starts and finds a
-begin with no done (:attr:`Watermarks.dangling`) cuts those files back to their sizes (:func:`roll_back`): the
-batch is then either not on disk at all or fully there and recorded, and the client's resend is written or
-skipped accordingly. A torn last entry is cut off the file on load. Entries are ``uint32 length + msgpack``, one
-``os.write`` each; the page cache survives a killed process (a power loss may lose the last entries: no fsync
-per batch). The log is compacted (temporary file, then rename) past a few MiB.
+So each new batch is framed by two entries: *begin* ``[cid, seq, [[path, dev, ino, size], ...]]`` (the size of each file
+handler's file before the batch) and *done* ``[cid, seq]`` after it. A hub that starts and finds a begin with no done
+(:attr:`Watermarks.dangling`) cuts those files back to their sizes (:func:`roll_back`): the batch is then either not on
+disk at all or fully there and recorded, and the client's resend is written or skipped accordingly. The writer commits
+the batches waiting together as one group (one write per file): its begin ``[cid, seq, marks, [cid, seq, cid2, seq2,
+...]]`` names every batch of the group, their done entries follow in one ``os.write``, and only when all of them were
+read back does the load remember any: a kill that cut the done entries short leaves the whole group dangling, rolled
+back and unremembered, so every resend is written once. A hub of an older version ignores such a begin (four fields) and
+reads the done entries as usual. A torn last entry is cut off the file on load. Entries are ``uint32 length + msgpack``,
+one ``os.write`` each (a group's done entries: one for all); the page cache survives a killed process (a power loss may
+lose the last entries: no fsync per batch). The log is compacted (temporary file, then rename) past a few MiB.
 
-Limits (said in the README): the roll-back assumes the hub is the only writer of its files (it cuts back to a
-size; another process appending meanwhile would lose its lines, so the file's identity is checked and nothing is
-cut when the file was replaced); a batch that was being written to a handler without a file (stdout, syslog,
-OTLP) cannot be taken back, so those get the batch again after a crash in that window (at least once).
+Limits (said in the README): the roll-back assumes the hub is the only writer of its files (it cuts back to a size;
+another process appending meanwhile would lose its lines, so the file's identity is checked and nothing is cut when the
+file was replaced); a batch that was being written to a handler without a file (stdout, syslog, OTLP) cannot be taken
+back, so those get the batch again after a crash in that window (at least once).
 
-Shared state: every field is owned by the hub's writer thread (the hub's constructor before it starts); no lock.
+Shared state: every field belongs to whichever thread holds the writer's ``commit_lock`` (the writer thread, or the loop
+committing a small batch; the hub's constructor before they start); no lock of its own.
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ class Watermarks:
         self.dangling: list[FileMark] = []
         self._fd: int | None = None
         self._size = 0
+        self._pack = frames.packer()  # the writer thread's (the constructor's before it starts)
         if path is not None:
             self._load(path)
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -115,6 +120,7 @@ class Watermarks:
         except FileNotFoundError:
             return
         pos = 0
+        group: dict[tuple[str, int], bool] | None = None  # the open group's batches: done (True) or not yet
         while pos + _ENTRY_HEADER.size <= len(data):
             (length,) = _ENTRY_HEADER.unpack_from(data, pos)
             end = pos + _ENTRY_HEADER.size + length
@@ -124,19 +130,35 @@ class Watermarks:
                 entry = frames.unpack(data[pos + _ENTRY_HEADER.size : end])
             except (FrameError, TypeError, ValueError):
                 break
-            if isinstance(entry, list) and len(entry) in (2, 3):
+            if isinstance(entry, list) and len(entry) in (2, 3, 4):
                 cid, seq = entry[0], entry[1]
                 if isinstance(cid, str) and isinstance(seq, int):
                     if len(entry) == 2:
-                        self._remember(cid, seq)
-                        self.dangling = []
+                        group = self._group_done(group, cid, seq)
                     else:
                         self.dangling = _marks(entry[2])
+                        group = _group(entry[3]) if len(entry) == 4 else None
             pos = end
         if pos != len(data):
             # Cut it off: the next entries must follow a whole one, or the load after the next restart stops here.
             log.warning("flocklog hub: removed %d torn bytes at the end of %s", len(data) - pos, path)
             os.truncate(path, pos)
+
+    def _group_done(
+        self, group: dict[tuple[str, int], bool] | None, cid: str, seq: int
+    ) -> dict[tuple[str, int], bool] | None:
+        """A done entry read back: a batch of its own, or one of the open group (remembered with the last one)."""
+        if group is None or (cid, seq) not in group:
+            self._remember(cid, seq)
+            self.dangling = []
+            return None
+        group[(cid, seq)] = True
+        if not all(group.values()):
+            return group
+        for done_cid, done_seq in group:
+            self._remember(done_cid, done_seq)
+        self.dangling = []
+        return None
 
     def last(self, cid: str) -> int:
         return self._last.get(cid, -1)
@@ -147,21 +169,27 @@ class Watermarks:
         if len(self._last) > self.max_clients:
             self._last.popitem(last=False)
 
-    def begin(self, cid: str, seq: int, marks: list[FileMark]) -> None:
-        """Before batch ``seq`` of ``cid`` is written: the sizes its files are cut back to if it never finishes."""
+    def begin(self, batches: Sequence[tuple[str, int]], marks: list[FileMark]) -> None:
+        """Before ``batches`` (``(cid, seq)``, one or a group) are written: the sizes their files are cut back to if
+        they never finish."""
         if self._fd is not None and marks:
-            self._append(frames.pack([cid, seq, [list(mark) for mark in marks]]), "mid_begin")
+            cid, seq = batches[0]
+            entry: list[object] = [cid, seq, [list(mark) for mark in marks]]
+            if len(batches) > 1:
+                entry.append([v for batch in batches for v in batch])
+            self._append([self._pack(entry)], "mid_begin")
 
-    def record(self, cid: str, seq: int) -> None:
-        """Batch ``seq`` of ``cid`` is written: remembered, and on disk before the caller acks it."""
-        self._remember(cid, seq)
-        written = self._fd is not None and self._append(frames.pack([cid, seq]), "mid_watermark")
+    def record(self, batches: Sequence[tuple[str, int]]) -> None:
+        """``batches`` (``(cid, seq)``) are written: remembered, and on disk (one write) before the caller acks."""
+        for cid, seq in batches:
+            self._remember(cid, seq)
+        written = self._fd is not None and self._append([self._pack(list(b)) for b in batches], "mid_watermark")
         if written and self._size > _COMPACT_AT:
             self._compact()
 
-    def _append(self, body: bytes, crash_point: str) -> bool:
+    def _append(self, bodies: list[bytes], crash_point: str) -> bool:
         assert self._fd is not None
-        entry = _ENTRY_HEADER.pack(len(body)) + body
+        entry = b"".join(_ENTRY_HEADER.pack(len(body)) + body for body in bodies)
         if self._crash is not None and self._crash.due(crash_point):
             os.write(self._fd, entry[: len(entry) // 2])
             die()
@@ -190,7 +218,7 @@ class Watermarks:
             try:
                 chunks = []
                 for cid, seq in self._last.items():
-                    body = frames.pack([cid, seq])
+                    body = self._pack([cid, seq])
                     chunks.append(_ENTRY_HEADER.pack(len(body)) + body)
                 data = memoryview(b"".join(chunks))
                 done = 0
@@ -213,6 +241,16 @@ class Watermarks:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
+
+
+def _group(raw: object) -> dict[tuple[str, int], bool] | None:
+    """The batches a group's begin names (a flat ``[cid, seq, ...]``), none done yet; None if it is not one."""
+    if not isinstance(raw, list) or len(raw) % 2:
+        return None
+    pairs = list(zip(raw[::2], raw[1::2], strict=True))
+    if not all(isinstance(cid, str) and type(seq) is int for cid, seq in pairs):
+        return None
+    return dict.fromkeys(pairs, False)
 
 
 def _marks(raw: object) -> list[FileMark]:

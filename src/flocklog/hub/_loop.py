@@ -13,7 +13,7 @@ the same per-connection buffers; split, they would share every field of ``Conn``
 | ``Conn.*`` (buffers, counters)| the loop thread      | none                                    |
 | ``_conns``, ``_paused``      | the loop thread       | none (``clients()`` reads a length)     |
 | ``_posted``                  | writer -> loop        | ``collections.deque`` (atomic appends)  |
-| ``Accounting.backlog``       | loop adds, writer subtracts | ``Accounting.lock``               |
+| ``Accounting.backlog``       | loop adds, committer subtracts | ``Accounting.lock``            |
 """
 
 from __future__ import annotations
@@ -92,8 +92,9 @@ def decoded_cost(frame_size: int, records: int, chunk: int) -> int:
 
 
 class Accounting:
-    """Bytes the hub holds for its writer: frames queued (added by the loop, released by the writer) and the
-    decoded batch the writer is working on (an estimate per record, set by the writer while it writes)."""
+    """Bytes the hub holds for its writer: frames queued (added by the loop, released by whoever wrote them) and the
+    decoded batch being written (an estimate per record, set by whichever thread holds the writer's commit lock:
+    the writer, or the loop committing a small batch itself)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -163,12 +164,23 @@ class Loop:
         self._stop_reading = threading.Event()
         self._finish = threading.Event()
         self._next_housekeeping = 0.0
+        # The loop thread's own: every reply is packed with one kept buffer, and every read lands in one kept
+        # scratch buffer before its bytes are appended to the connection's. A ``recv(256 KiB)`` allocated its
+        # bytes object anew each time, which under serve's fixed mmap threshold was an mmap, page faults, an
+        # mremap and an munmap per read. The scratch (256 KiB, constant) is in the slack share of the bound.
+        self._pack = frames.packer()
+        self._scratch = memoryview(bytearray(_READ_CHUNK))
 
     # -- called from other threads ---------------------------------------------------------------------------
-    def post(self, conn: Conn, obj: dict[str, Any] | None, *, close: bool = False) -> None:
-        """Queue a reply (and/or a close) for ``conn``; never blocks (the writer thread calls this)."""
+    def post(self, conn: Conn, obj: dict[str, Any] | None, *, close: bool = False, wake: bool = True) -> None:
+        """Queue a reply (and/or a close) for ``conn``; never blocks (the writer thread calls this).
+
+        ``wake=False`` leaves the wake-up to the caller, who then calls :meth:`wake` once for all it posted: each
+        wake-up is a system call, and one that the loop thread answers by asking for the GIL the writer holds.
+        """
         self._posted.append((conn, obj, close))
-        self.wake()
+        if wake:
+            self.wake()
 
     def wake(self) -> None:
         with contextlib.suppress(OSError):  # full: the loop is already due to wake up
@@ -234,8 +246,8 @@ class Loop:
             if key.data is _LISTEN:
                 self._accept(key.fileobj)  # type: ignore[arg-type]  # listeners are sockets
             elif key.data is _WAKE:
-                with contextlib.suppress(OSError):
-                    while self._wake_r.recv(4096):
+                with contextlib.suppress(OSError):  # a short read drained it: no second recv to see EAGAIN
+                    while len(self._wake_r.recv(4096)) == 4096:
                         pass
             else:
                 peer: Conn = key.data
@@ -302,7 +314,7 @@ class Loop:
                 "max": self.max_frame,
             }
             # the hello is never sealed (it carries the nonce the tags are bound to) and not counted
-            self._queue_bytes(conn, frames.seal(frames.pack(hello), secret=None, nonce=b"", direction=b"", counter=0))
+            self._queue_bytes(conn, frames.seal(self._pack(hello), secret=None, nonce=b"", direction=b"", counter=0))
             self._interest(conn)
             self._flush(conn)
 
@@ -366,19 +378,18 @@ class Loop:
         if self._paused and not (conn.inbuf and self.accounting.backlog == 0):
             size = self._small_room(conn)  # > 0: _reading_allowed said so
         try:
-            data = conn.sock.recv(size)
+            got = conn.sock.recv_into(self._scratch, size)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             self._close(conn)
             return
-        if not data:
+        if not got:
             self._close(conn)
             return
         conn.last_active = time.monotonic()
         allocated = conn.inbuf.__alloc__()
-        conn.inbuf += data
-        del data
+        conn.inbuf += self._scratch[:got]
         buf = conn.inbuf
         self._inbuf_bytes += buf.__alloc__() - allocated  # counted as allocated: what the process really holds
         allocated = buf.__alloc__()
@@ -471,7 +482,7 @@ class Loop:
             return
         conn.sent += 1
         data = frames.seal(
-            frames.pack(obj), secret=self.secret, nonce=conn.nonce, direction=frames.TO_CLIENT, counter=conn.sent
+            self._pack(obj), secret=self.secret, nonce=conn.nonce, direction=frames.TO_CLIENT, counter=conn.sent
         )
         self._queue_bytes(conn, data)
 

@@ -12,6 +12,7 @@ from flocklog.hub._address import Address, connect
 
 #: The smallest frame limit a hub may advertise: a record and its envelope must fit.
 MIN_HUB_FRAME = 4096
+_RECV_SIZE = 64 * 1024
 
 
 class DowngradeError(HubError):
@@ -63,6 +64,7 @@ class ClientSession:
             raise
         self.sent = 0
         self.received = 0
+        self._inbuf = bytearray()  # what a recv brought beyond the frame it was reading
 
     def send(self, obj: dict[str, Any]) -> None:
         self.sendall(self.seal(frames.pack(obj)))
@@ -76,7 +78,7 @@ class ClientSession:
 
     def receive(self) -> dict[str, Any]:
         self.received += 1
-        payload = frames.read_payload(self.sock, self.max_frame)
+        payload = self._read_payload()
         reply: dict[str, Any] = frames.open_payload(
             payload, secret=self.secret, nonce=self.nonce, direction=frames.TO_CLIENT, counter=self.received
         )
@@ -85,6 +87,28 @@ class ClientSession:
                 raise Rejected(f"the hub rejected a frame as malformed: {reply.get('reason')}")
             raise HubError(f"the hub refused a frame: {reply.get('reason')}")
         return reply
+
+    def _read_payload(self) -> bytes:
+        """One reply's payload; an ack (header and body) takes one ``recv``, not the two of ``frames.read_payload``.
+
+        The sender is a thread of the application: each system call of it is a GIL hand-off that an emitting thread
+        may wait for, once per batch. Whatever a ``recv`` brings beyond the frame stays for the next reply.
+        """
+        buf = self._inbuf
+        while True:
+            if len(buf) >= frames.HEADER.size:
+                (length,) = frames.HEADER.unpack_from(buf)
+                if length == 0 or length > self.max_frame:
+                    raise FrameError(f"frame length {length} outside 1..{self.max_frame}")
+                end = frames.HEADER.size + length
+                if len(buf) >= end:
+                    payload = bytes(buf[frames.HEADER.size : end])
+                    del buf[:end]
+                    return payload
+            chunk = self.sock.recv(_RECV_SIZE)
+            if not chunk:
+                raise ConnectionError("connection closed mid-frame" if buf else "connection closed")
+            buf += chunk
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

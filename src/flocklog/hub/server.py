@@ -2,14 +2,16 @@
 
 One selector thread (:mod:`flocklog.hub._loop`) serves every connection and queues batch frames; the writer thread
 (:mod:`flocklog.hub._writer`) owns the handlers, writes each batch once against the exactly-once journal
-(:mod:`flocklog.hub._dedup`) and acks it, so a client knows what arrived and resends the rest. This module puts them
+(:mod:`flocklog.hub._dedup`) and acks it (a small batch that finds the writer idle is written by the loop thread
+itself, under the same lock), so a client knows what arrived and resends the rest. This module puts them
 together: the listening sockets, the lifecycle (stop, fork, exit) and the status counters. A hub belongs to the
 pid that started it: a forked child can never stop the parent's hub.
 
 | field                                  | owner thread          | lock              |
 |----------------------------------------|-----------------------|-------------------|
 | ``_counters``                          | loop and writer       | ``_counter_lock`` |
-| ``_dedup``, ``_batches`` (the writer)  | the writer thread     | none (see _writer)|
+| ``_dedup``, ``_batches`` (the writer)  | the writer thread, or | ``commit_lock``   |
+|                                        | the loop (small batch)| (see _writer)     |
 | ``_queue``                             | loop -> writer        | ``queue.Queue``   |
 | ``_stopping``, ``_stopped``            | the owner's stop()    | an Event / once   |
 """
@@ -291,8 +293,10 @@ class Hub:
                 self._counters[name] += n
 
     def _submit(self, conn: Conn, frame: Any, cost: int) -> None:
-        """From the loop thread: a batch frame for the writer (its bytes are already in the memory account)."""
-        self._queue.put((conn, frame, cost))
+        """From the loop thread: a batch frame (its bytes already in the memory account), written at once when the
+        writer is idle and the batch small (see :meth:`BatchWriter.commit_now`), else queued for the writer."""
+        if not self._batches.commit_now(conn, frame, cost):
+            self._queue.put((conn, frame, cost))
 
     # -- public ----------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
