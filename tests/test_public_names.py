@@ -79,6 +79,7 @@ PUBLIC: dict[str, list[str]] = {
         "DEFAULT_TABLE",
         "RecordRefused",
         "Store",
+        "WIRE_TS_RANGE",
         "WriteOutcome",
         "open_store",
         "redact",

@@ -23,6 +23,7 @@ def test_the_fast_path_is_the_one_in_use_and_gives_real_version_4_uuids() -> Non
 
 
 def test_a_forked_child_never_repeats_the_parents_ids() -> None:
+    new_id()  # the parent now holds fetched ids it has not used yet: the child must not inherit them
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -83,3 +84,61 @@ def test_a_malformed_row_of_a_batch_is_kept_aside_and_its_neighbours_decoded() -
     for broken in ("[1, 2]", '{"v": 2, "rows": []}', "not json", '{"v": 1}'):
         assert decode_batch(broken) == ([], [(broken, decode_batch(broken)[1][0][1])])
         assert "cannot be read" in decode_batch(broken)[1][0][1]
+
+
+def test_ids_are_fetched_in_bulk_and_a_thread_pool_of_callers_never_shares_one() -> None:
+    """Ids come from one os.urandom call per _IDS_PER_FETCH; callers on many threads each get distinct ones."""
+    import threading
+
+    from flocklog import record as record_module
+
+    results: list[list[uuid.UUID]] = []
+
+    def take() -> None:
+        results.append([new_id() for _ in range(5 * record_module._IDS_PER_FETCH)])
+
+    threads = [threading.Thread(target=take) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = [u for batch in results for u in batch]
+    assert len(set(ids)) == len(ids) == 8 * 5 * record_module._IDS_PER_FETCH
+    assert all(u.version == 4 and u.variant == uuid.RFC_4122 for u in ids)
+
+
+def test_from_wire_many_builds_what_from_wire_builds_and_refuses_what_it_refuses() -> None:
+    import pytest
+
+    from flocklog.errors import SerializationError
+
+    good = ExecutionRecord.create(20, "m", "app", n=1, ratio=0.5).to_wire()
+    variants: list[object] = [
+        good,
+        {**good, "id": uuid.UUID(good["id"]).hex},  # 32 digits instead of 36 characters
+        {**good, "id": "{" + good["id"] + "}"},
+        {**good, "id": good["id"].upper()},
+        {**good, "ts": int(good["ts"])},
+        {**good, "ts": str(good["ts"])},
+        {**good, "level": "20"},
+        {**good, "level": 20.7},
+        {**good, "fields": None},
+        {**good, "fields": []},
+        {k: v for k, v in good.items() if k not in ("logger", "host", "pid")},
+        {**good, "logger": 5, "host": None},
+        {**good, "extra": 1},
+    ]
+    for item in variants:
+        assert ExecutionRecord.from_wire_many([item]) == [ExecutionRecord.from_wire(item)]  # type: ignore[arg-type]
+    for bad in [
+        {**good, "id": "not-a-uuid"},
+        {**good, "id": good["id"][:35] + "g"},
+        {**good, "ts": "soon"},
+        {**good, "fields": [1]},
+        {k: v for k, v in good.items() if k != "message"},
+    ]:
+        with pytest.raises(SerializationError) as expected:
+            ExecutionRecord.from_wire(bad)
+        with pytest.raises(SerializationError) as got:
+            ExecutionRecord.from_wire_many([good, bad])
+        assert str(got.value) == str(expected.value)

@@ -28,7 +28,16 @@ from flocklog._pipelinesettings import (
     task_max_retries,
     visibility_timeout,
 )
-from flocklog.pipeline.protocol import QUEUE, RECEIPT_PREFIX, TASK_NAME, decode_batch, receipt_client
+from flocklog.pipeline.protocol import (
+    QUEUE,
+    RECEIPT_PREFIX,
+    TASK_NAME,
+    decode_batch,
+    decode_rows,
+    load_batch,
+    plain_rows,
+    receipt_client,
+)
 from flocklog.record import ExecutionRecord
 
 DEFAULT_BROKER_DIR = ".flocklog/broker"
@@ -291,12 +300,31 @@ def _register(app: Celery) -> None:
     def write_batch(self: Task[Any, Any], records: str | list[dict[str, Any]], batch_id: str | None = None) -> int:
         """Write one batch idempotently, a refused record split out and kept aside; retry with backoff while the
         database fails; after the last retry keep the batch in the dead letters (replayable). Never acked into
-        nothing: if even the dead-letter disk fails, the task retries again."""
-        valid, malformed = _parse(records)
+        nothing: if even the dead-letter disk fails, the task retries again.
+
+        An encoded batch whose rows are all exactly what encode_batch writes goes to the store as those rows
+        (``write_wire_rows``: no records built); whatever that path does not take (a malformed row, a poison
+        record, SQLite, a partitioned table) is decoded into records and written as before, so what is stored and
+        kept aside is the same.
+        """
+        parsed: tuple[list[ExecutionRecord], list[tuple[Any, str]]] | None = None
         retries = int(self.request.retries or 0)
         try:
             try:
-                outcome = write_isolated(_store_for(app), valid)
+                store = _store_for(app)
+                if isinstance(records, str):
+                    rows, why = load_batch(records)
+                    if rows is None:
+                        parsed = [], [(records, why)]
+                    else:
+                        written = store.write_wire_rows(rows) if plain_rows(rows) else None
+                        if written is not None:
+                            _leave_receipt(app, batch_id)
+                            return int(written)
+                        parsed = decode_rows(rows)
+                else:
+                    parsed = _parse(records)
+                outcome = write_isolated(store, parsed[0])
             except SoftTimeLimitExceeded as slow:
                 # A write stuck past the soft limit (a lock, a hung server) would fail the task, and a failed task
                 # is acked: the batch would be gone. It is a database failure like any other: retry, dead-letter.
@@ -305,6 +333,7 @@ def _register(app: Celery) -> None:
         except StoreError as exc:
             if retries < int(app.conf.flocklog_max_retries):
                 raise self.retry(exc=exc, countdown=retry_countdown(retries, app.conf.flocklog_retry_delay)) from exc
+            valid, malformed = parsed if parsed is not None else _parse(records)
             try:
                 park_batch(valid, f"{exc} (after {retries} retries)")
                 park_refused(malformed)
@@ -314,9 +343,9 @@ def _register(app: Celery) -> None:
             _leave_receipt(app, batch_id)
             return 0
         try:
-            park_refused([*outcome.refused, *malformed])
+            park_refused([*outcome.refused, *parsed[1]])
         except OSError as disk:  # the good rows are stored; only these few are at stake
-            lost = len(outcome.refused) + len(malformed)
+            lost = len(outcome.refused) + len(parsed[1])
             os.write(2, f"flocklog: could not keep {lost} refused records: {disk}\n".encode())
         _leave_receipt(app, batch_id)
         return outcome.written

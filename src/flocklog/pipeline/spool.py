@@ -26,6 +26,9 @@ from flocklog.record import ExecutionRecord
 
 __all__ = ["SpoolTransport"]
 
+_decode = json.JSONDecoder().decode  # json.loads(text) without its per-call argument handling
+_encode = json.JSONEncoder().encode  # json.dumps(value), likewise
+
 
 class SpoolTransport:
     """Durable batches on local disk: each written to a temp name and renamed, so a reader never sees half."""
@@ -50,7 +53,7 @@ class SpoolTransport:
         tmp = self.directory / f".{stem}.tmp"
         try:
             with open(tmp, "w", encoding="utf-8") as handle:
-                handle.write("".join(json.dumps(record.to_wire()) + "\n" for record in records))
+                handle.write("".join([_encode(record.to_wire()) + "\n" for record in records]))
                 handle.flush()
                 if fsync:
                     os.fsync(handle.fileno())
@@ -90,7 +93,7 @@ class SpoolTransport:
             except FileNotFoundError:
                 continue  # another replayer took it
             try:
-                records = [ExecutionRecord.from_wire(json.loads(line)) for line in claimed.read_text().splitlines()]
+                records = ExecutionRecord.from_wire_many([_decode(line) for line in claimed.read_text().splitlines()])
             except (ValueError, PipelineError) as exc:
                 bad = claimed.with_suffix(".corrupt")
                 os.rename(claimed, bad)

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 DEFAULT_TABLE = "flocklog_execution_log"
 DEFAULT_DATABASE_URL = "sqlite:///.flocklog/flocklog.db"
+#: The float seconds a wire row's ``ts`` may hold for ``write_wire_rows``: 1970 up to the last second of 9999,
+#: where ``datetime.fromtimestamp`` (and its rounding to the microsecond) is defined everywhere.
+WIRE_TS_RANGE = (0.0, 253402300799.0)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,50}$")
 
 
@@ -40,6 +43,11 @@ class Store(Protocol):
     - ``write_batch`` inserts with ``ON CONFLICT (id, ts) DO NOTHING`` in ONE transaction and returns the rows
       really added; it raises :class:`RecordRefused` when the data is refused (retrying cannot help) and
       :class:`StoreError` for everything else (retrying later may help). Nothing else escapes it.
+    - ``write_wire_rows(rows)`` may take a batch as the Celery task's rows, ``[id hex, ts seconds (a float in
+      :data:`WIRE_TS_RANGE`), level, logger, message, fields dict, host, pid]``, and store exactly what
+      ``write_batch`` would store for the records made of them, or store nothing and return None: then the caller
+      builds the records and calls ``write_batch``. A store without such a shortcut always returns None. It raises
+      only :class:`StoreError`, and only where ``write_batch`` would fail too (the database is unreachable).
     - connections open lazily and belong to the process that opened them (a forked child opens its own).
     - ``create_schema`` is idempotent and doubles as the start-up check that the database is usable.
     - ``last_cleanup`` is the summary the last retention run recorded (None if never), for ``flocklog status``.
@@ -51,6 +59,7 @@ class Store(Protocol):
 
     def create_schema(self, partitioned: bool = False) -> None: ...
     def write_batch(self, records: Sequence[ExecutionRecord]) -> int: ...
+    def write_wire_rows(self, rows: Sequence[Sequence[Any]]) -> int | None: ...
     def count(self) -> int: ...
     def oldest(self) -> datetime | None: ...
     def last_cleanup(self) -> Any: ...
@@ -129,6 +138,7 @@ def write_isolated(store: Store, records: Sequence[ExecutionRecord]) -> WriteOut
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "DEFAULT_TABLE",
+    "WIRE_TS_RANGE",
     "RecordRefused",
     "Store",
     "WriteOutcome",

@@ -119,6 +119,11 @@ class SqliteStore:
             self._rollback(conn)
             raise StoreError(f"SQLite write to {self.path} failed: {exc}") from exc
 
+    def write_wire_rows(self, rows: Sequence[Sequence[Any]]) -> int | None:
+        """No shortcut here (the embedded store is not where throughput matters): the caller builds records and
+        calls :meth:`write_batch`."""
+        return None
+
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
