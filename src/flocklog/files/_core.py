@@ -335,6 +335,21 @@ class SafeFileMixin:
     def _emit_locked(self, record: logging.LogRecord, data: bytes) -> None:
         raise NotImplementedError
 
+    def _writes_plainly(self) -> bool:
+        """Does :meth:`emit_batch` take its one-write path: a regular file kept open, flocklog's own ``emit`` and
+        rollover, no lock per record?"""
+        return type(self).emit is SafeFileMixin.emit and not (
+            self._special or self._custom or self.lock_per_record or not self.keep_file_open
+        )
+
+    @property
+    def writes_without_waiting(self) -> bool:
+        """Is a batch to this handler only a copy into the page cache that waits on no one (its one-write path,
+        and no subclass's ``emit_batch``)? The hub's connection thread writes small batches itself only to such
+        handlers: a FIFO, a ``flock`` or a subclass's code could block it, and with it every connection and status
+        request."""
+        return type(self).emit_batch is SafeFileMixin.emit_batch and self._writes_plainly()
+
     def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
         """Write records that arrive together (the hub's writer has hundreds) with one ``os.write`` when they fit.
 
@@ -346,8 +361,7 @@ class SafeFileMixin:
             return
         self.acquire()  # type: ignore[attr-defined]  # logging.Handler.acquire
         try:
-            plain = not (self._special or self._custom or self.lock_per_record or not self.keep_file_open)
-            if type(self).emit is not SafeFileMixin.emit or not plain:  # overrides and strategies: emit's path
+            if not self._writes_plainly():  # overrides and strategies: emit's path
                 for record in records:
                     self.emit(record)
                 return

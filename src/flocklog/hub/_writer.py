@@ -92,11 +92,17 @@ class BatchWriter:
         self.files = [h for h in self.handlers if isinstance(getattr(h, "baseFilename", None), str)]
         #: Held by whichever thread is writing: the writer, or the loop committing a small batch itself.
         self.commit_lock = threading.Lock()
-        # Only flocklog's file handlers (a chunk in one write to the page cache) may be written from the loop: a
-        # sink, a stream or any other handler could block it, and with it every connection and status request.
+        # Only flocklog's own file handlers on regular files, with no filters (a chunk in one write to the page
+        # cache: their ``writes_without_waiting``) may be written from the loop: a sink, a stream, a FIFO, a lock,
+        # a subclass's or a filter's code could block it, and with it every connection and status request.
         self.inline = bool(self.handlers) and all(
-            callable(getattr(h, "emit_batch", None)) and h in self.files for h in self.handlers
+            getattr(h, "writes_without_waiting", False) is True and not h.filters for h in self.handlers
         )
+        # Batches handed to the writer (counted by the loop thread) and written by it (counted by the writer): while
+        # they differ, one is queued, held back from a full group or being written, and a batch the loop committed
+        # itself could overtake it (the earlier one would then look like a duplicate: acked, never written).
+        self._handed = 0
+        self._written = 0
         self.roll_back_unfinished_batch()
 
     def roll_back_unfinished_batch(self) -> None:
@@ -146,11 +152,18 @@ class BatchWriter:
                             self._write_group(group)
                         finally:
                             self.loop.accounting.release(sum(cost for _, _, cost in group))
+                            self._written += len(group)
                 finally:
                     self.loop.wake()  # one wake-up for every reply posted and the memory released
             except Exception:  # the writer never dies: one bad batch is counted, the next one is written
                 self.count("writer_errors")
                 log.exception("flocklog hub: error while writing a batch (the hub goes on)")
+
+    def submit(self, conn: Conn, frame: Any, cost: int) -> None:
+        """From the loop thread: a batch frame, committed here and now (:meth:`commit_now`) or queued for the writer."""
+        if not self.commit_now(conn, frame, cost):
+            self._handed += 1
+            self.queue.put((conn, frame, cost))
 
     def commit_now(self, conn: Conn, frame: Any, cost: int) -> bool:
         """From the loop thread: write a small batch here and now if the writer is idle; False: queue it.
@@ -158,12 +171,13 @@ class BatchWriter:
         Handing a batch to the writer thread and its ack back to the loop cost three thread wake-ups per batch (the
         loop's, the writer's, the loop's again) and the GIL hand-offs around them; on a machine whose CPUs are busy
         with the application that cost more than the batch's own work (perf: ~14 % of the hub's CPU in the
-        scheduler alone). Committed here, the ack goes out in the same round of the loop. Only while nothing is
-        queued (a batch never overtakes one queued before it), the writer is not writing (``commit_lock``), the
-        batch is small (the loop's other connections wait while it is written) and every handler is one of
-        flocklog's file handlers; everything else goes to the writer as before.
+        scheduler alone). Committed here, the ack goes out in the same round of the loop. Only while every batch
+        handed to the writer is written (a batch never overtakes one queued, held back from a full group or being
+        written before it), the writer is not writing (``commit_lock``), the batch is small (the loop's other
+        connections wait while it is written) and every handler writes plainly (see ``inline``); everything else
+        goes to the writer as before.
         """
-        if not self.inline or cost > INLINE_MAX_COST or not self.queue.empty():
+        if not self.inline or cost > INLINE_MAX_COST or self._handed != self._written or not self.queue.empty():
             return False
         if not self.commit_lock.acquire(blocking=False):
             return False

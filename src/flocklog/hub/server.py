@@ -295,8 +295,7 @@ class Hub:
     def _submit(self, conn: Conn, frame: Any, cost: int) -> None:
         """From the loop thread: a batch frame (its bytes already in the memory account), written at once when the
         writer is idle and the batch small (see :meth:`BatchWriter.commit_now`), else queued for the writer."""
-        if not self._batches.commit_now(conn, frame, cost):
-            self._queue.put((conn, frame, cost))
+        self._batches.submit(conn, frame, cost)
 
     # -- public ----------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
