@@ -15,10 +15,12 @@ disk at all or fully there and recorded, and the client's resend is written or s
 the batches waiting together as one group (one write per file): its begin ``[cid, seq, marks, [cid, seq, cid2, seq2,
 ...]]`` names every batch of the group, their done entries follow in one ``os.write``, and only when all of them were
 read back does the load remember any: a kill that cut the done entries short leaves the whole group dangling, rolled
-back and unremembered, so every resend is written once. A hub of an older version ignores such a begin (four fields) and
-reads the done entries as usual. A torn last entry is cut off the file on load. Entries are ``uint32 length + msgpack``,
-one ``os.write`` each (a group's done entries: one for all); the page cache survives a killed process (a power loss may
-lose the last entries: no fsync per batch). The log is compacted (temporary file, then rename) past a few MiB.
+back and unremembered, so every resend is written once. A hub of an older version does not read such a begin (four
+fields): downgraded right after a crash that cut a group short, it neither rolls the group's files back nor skips its
+resends, so that group may show a torn line and its records twice. A torn last entry is cut off the file on load.
+Entries are ``uint32 length + msgpack``, one ``os.write`` each (a group's done entries: one for all); the page cache
+survives a killed process (a power loss may lose the last entries: no fsync per batch). The log is compacted
+(temporary file, then rename) past a few MiB.
 
 Limits (said in the README): the roll-back assumes the hub is the only writer of its files (it cuts back to a size;
 another process appending meanwhile would lose its lines, so the file's identity is checked and nothing is cut when the
@@ -232,8 +234,22 @@ class Watermarks:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             return
-        os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        # The old descriptor is the replaced file's: entries appended there would be gone at the next start. If the
+        # new one cannot be opened (no descriptors left), the journal is off, loudly, rather than kept as a closed
+        # number that a later open() could hand to another file.
+        old, self._fd = self._fd, None
+        with contextlib.suppress(OSError):
+            os.close(old)
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as exc:
+            log.warning(
+                "flocklog hub: cannot reopen the de-duplication journal %s: %s; batches are de-duplicated in "
+                "memory only until the hub restarts (a crash then may write a resent batch twice)",
+                self.path,
+                exc,
+            )
+            return
         self._size = len(data)
 
     def close(self) -> None:
