@@ -85,6 +85,13 @@ _UTC = timezone.utc
 _fromtimestamp = datetime.fromtimestamp
 
 
+#: A record on the wire, in ``to_wire``'s order: its keys, and the type of each value exactly as ``to_wire`` and the
+#: Celery batch (``encode_batch``'s rows) write them. A row or dict of exactly these types may skip ``from_wire``'s
+#: conversions (``tuple(map(type, row)) == WIRE_TYPES``: one C-level pass, where it runs once per record).
+WIRE_KEYS = ("id", "ts", "level", "logger", "message", "fields", "host", "pid")
+WIRE_TYPES = (str, float, int, str, str, dict, str, int)
+
+
 def uuid_from_text(text: Any) -> uuid.UUID:
     """``uuid.UUID(str(text))`` for the two forms flocklog writes (32 hex digits; the 36-character hyphenated
     form) without its argument parsing (its two slots are set, as it does); any other shape goes through
@@ -321,18 +328,9 @@ class ExecutionRecord:
         for data in items:
             if type(data) is dict:
                 try:
-                    id_, ts, level, logger = data["id"], data["ts"], data["level"], data["logger"]
-                    message, fields, host, pid = data["message"], data["fields"], data["host"], data["pid"]
-                    if (
-                        type(id_) is str
-                        and type(ts) is float
-                        and type(level) is int
-                        and type(logger) is str
-                        and type(message) is str
-                        and type(fields) is dict
-                        and type(host) is str
-                        and type(pid) is int
-                    ):
+                    values = tuple(map(data.__getitem__, WIRE_KEYS))
+                    if tuple(map(type, values)) == WIRE_TYPES:
+                        id_, ts, level, logger, message, fields, host, pid = values
                         when = _fromtimestamp(ts, _UTC)
                         records.append(cls(level, message, logger, fields, uuid_from_text(id_), when, host, pid))
                         continue

@@ -6,15 +6,17 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from flocklog.errors import HubError
-from flocklog.hub import query_status
+from flocklog.hub import frames, query_status
+from flocklog.hub._address import parse_address
 from flocklog.hub.client import HubHandler
 from flocklog.stamps import stamped_logger, write_stamped
 from flocklog.verify import Report, VerifyOptions, verify_paths
@@ -125,3 +127,28 @@ def run_script(script: str, env: dict[str, str], *args: str, timeout: float = 12
 
 def last_json(text: str) -> Any:
     return json.loads([line for line in text.splitlines() if line.startswith("{")][-1])
+
+
+def batch_frame(cid: str, seq: int, texts: Iterable[str]) -> bytes:
+    """A client's batch frame (header and body, no session MAC) of one record per text: for raw-socket tests."""
+    recs = []
+    for text in texts:
+        record, _ = frames.encode_record(frames.record_to_fields(logging.makeLogRecord({"msg": text}), text), 4096)
+        recs.append(record)
+    body = frames.pack({"t": "b", "cid": cid, "seq": seq, "recs": recs, "st": [0, 0]})
+    return frames.HEADER.pack(len(body)) + body
+
+
+def open_raw(address: str) -> socket.socket:
+    """A raw connection to an unauthenticated Unix-socket hub, its hello read."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(parse_address(address).path)
+    sock.settimeout(60)
+    frames.read_payload(sock, frames.DEFAULT_MAX_FRAME)  # the hello
+    return sock
+
+
+def read_reply(sock: socket.socket) -> dict[str, object]:
+    """The hub's next reply on a raw connection."""
+    reply: dict[str, object] = frames.unpack(frames.read_payload(sock, frames.DEFAULT_MAX_FRAME))
+    return reply

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from hubwriters import wait_until
+from hubwriters import batch_frame, open_raw, read_reply, wait_until
 
 import flocklog
 from flocklog.hub import frames, start_hub
-from flocklog.hub._address import parse_address
 from flocklog.hub._dedup import Watermarks, file_marks
 from flocklog.hub._writer import INLINE_MAX_COST
 
@@ -67,18 +65,7 @@ class ThreadNotingFileHandler(flocklog.RotatingFileHandler):
 
 
 def _batch(cid: str, seq: int, n: int, pad: int = 0) -> bytes:
-    recs = []
-    for i in range(n):
-        text = f"{cid}-{seq}-{i}" + " " * pad
-        record, _ = frames.encode_record(frames.record_to_fields(logging.makeLogRecord({"msg": text}), text), 4096)
-        recs.append(record)
-    body = frames.pack({"t": "b", "cid": cid, "seq": seq, "recs": recs, "st": [0, 0]})
-    return frames.HEADER.pack(len(body)) + body
-
-
-def _ack(sock: socket.socket) -> dict[str, object]:
-    reply: dict[str, object] = frames.unpack(frames.read_payload(sock, frames.DEFAULT_MAX_FRAME))
-    return reply
+    return batch_frame(cid, seq, (f"{cid}-{seq}-{i}" + " " * pad for i in range(n)))
 
 
 def test_a_small_batch_is_written_by_the_loop_itself_while_the_writer_is_idle_and_a_large_one_by_the_writer(
@@ -86,11 +73,11 @@ def test_a_small_batch_is_written_by_the_loop_itself_while_the_writer_is_idle_an
 ) -> None:
     log_path = tmp_path / "hub.log"
     handler = ThreadNotingFileHandler(log_path, hold_above=10**9)
-    with start_hub([handler], state_path=tmp_path / "hub.dedup") as hub, _open(hub.address) as sock:
+    with start_hub([handler], state_path=tmp_path / "hub.dedup") as hub, open_raw(hub.address) as sock:
         sock.sendall(_batch("small", 0, 5))
-        assert _ack(sock) == {"t": "ack", "seq": 0}
+        assert read_reply(sock) == {"t": "ack", "seq": 0}
         sock.sendall(_batch("large", 0, 200, pad=400))  # ~80 KB: more than the loop may take on
-        assert _ack(sock) == {"t": "ack", "seq": 0}
+        assert read_reply(sock) == {"t": "ack", "seq": 0}
     handler.close()
     assert len(_batch("large", 0, 200, pad=400)) > INLINE_MAX_COST
     assert handler.threads == [("flocklog-hub-io", 5), ("flocklog-hub-writer", 200)]
@@ -103,13 +90,13 @@ def test_while_the_writer_writes_a_small_batch_waits_for_it_in_the_queue_and_is_
     log_path = tmp_path / "hub.log"
     handler = ThreadNotingFileHandler(log_path, hold_above=100)
     with start_hub([handler], state_path=tmp_path / "hub.dedup") as hub:
-        large, small = _open(hub.address), _open(hub.address)
+        large, small = open_raw(hub.address), open_raw(hub.address)
         large.sendall(_batch("large", 0, 200, pad=400))
         assert handler.entered.wait(60)  # the writer is inside the large batch, holding the commit
         small.sendall(_batch("small", 0, 5))
         wait_until(lambda: hub.status()["queue_depth"] == 1, 60, "the small batch queued, not written by the loop")
         handler.gate.set()
-        assert _ack(large) == {"t": "ack", "seq": 0} and _ack(small) == {"t": "ack", "seq": 0}
+        assert read_reply(large) == {"t": "ack", "seq": 0} and read_reply(small) == {"t": "ack", "seq": 0}
         large.close()
         small.close()
     handler.close()
@@ -118,24 +105,16 @@ def test_while_the_writer_writes_a_small_batch_waits_for_it_in_the_queue_and_is_
     assert [line.strip() for line in lines] == [f"large-0-{i}" for i in range(200)] + [f"small-0-{i}" for i in range(5)]
 
 
-def _open(address: str) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(parse_address(address).path)
-    sock.settimeout(60)
-    frames.read_payload(sock, frames.DEFAULT_MAX_FRAME)  # the hello
-    return sock
-
-
 def test_batches_waiting_together_are_written_in_one_write_recorded_once_and_each_acked(tmp_path: Path) -> None:
     gate = GateHandler()
     log_path = tmp_path / "hub.log"
     file_handler = flocklog.RotatingFileHandler(log_path)
     state = tmp_path / "hub.dedup"
     with start_hub([gate, file_handler], state_path=state) as hub:
-        first = _open(hub.address)
+        first = open_raw(hub.address)
         first.sendall(_batch("c0", 0, 3))
         assert gate.entered.wait(60)  # the writer is inside the first batch: what comes now waits in the queue
-        others = [_open(hub.address) for _ in range(4)]
+        others = [open_raw(hub.address) for _ in range(4)]
         # c1's resend on a new connection comes last, in the same group as its first send.
         for queued, (sock, cid) in enumerate(zip(others, ["c1", "c2", "c3", "c1"], strict=True), start=1):
             sock.sendall(_batch(cid, 0, 3))

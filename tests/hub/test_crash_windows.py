@@ -7,47 +7,31 @@ A random SIGKILL (``sigkill_restarts.py``) finds these windows only now and then
 from __future__ import annotations
 
 import json
-import logging
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
-from hubwriters import hub_config, serve, stop_serve
+from hubwriters import batch_frame, hub_config, open_raw, serve, stop_serve
 
 from flocklog.hub import frames, query_status
-from flocklog.hub._address import parse_address
 from flocklog.hub._crashpoints import ENV_CRASH
 
 HANDLERS = ["flocklog.RotatingFileHandler", "logging.FileHandler"]
 
 
 def _batch(cid: str, seq: int, n: int = 40) -> bytes:
-    recs = []
-    for i in range(n):
-        text = f"{cid}-{seq}-{i:03d} " + "x" * 150  # 40 records of ~170 bytes: a batch spans two pages
-        record, _ = frames.encode_record(frames.record_to_fields(logging.makeLogRecord({"msg": text}), text), 4096)
-        recs.append(record)
-    body = frames.pack({"t": "b", "cid": cid, "seq": seq, "recs": recs, "st": [0, 0]})
-    return frames.HEADER.pack(len(body)) + body
+    # records of ~170 bytes: a batch of 40 spans two pages
+    return batch_frame(cid, seq, (f"{cid}-{seq}-{i:03d} " + "x" * 150 for i in range(n)))
 
 
 def _lines(cid: str, seqs: range, n: int = 40) -> list[str]:
     return [f"{cid}-{seq}-{i:03d} " + "x" * 150 for seq in seqs for i in range(n)]
 
 
-def _open(address: str) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(parse_address(address).path)
-    sock.settimeout(60)
-    frames.read_payload(sock, frames.DEFAULT_MAX_FRAME)  # the hello
-    return sock
-
-
 def _send_acked(address: str, cid: str, seqs: range) -> None:
     """Send batches as HubHandler does (each waits for its ack)."""
-    with _open(address) as conn:
+    with open_raw(address) as conn:
         for seq in seqs:
             conn.sendall(_batch(cid, seq))
             assert frames.unpack(frames.read_payload(conn, frames.DEFAULT_MAX_FRAME)) == {"t": "ack", "seq": seq}
@@ -55,7 +39,7 @@ def _send_acked(address: str, cid: str, seqs: range) -> None:
 
 def _send_into_crash(proc: subprocess.Popen[str], address: str, cid: str, seq: int) -> None:
     """Send the batch that kills the hub; its ack never comes."""
-    with _open(address) as conn:
+    with open_raw(address) as conn:
         conn.sendall(_batch(cid, seq))
         assert proc.wait(60) == -signal.SIGKILL, proc.communicate()[1]
 

@@ -9,35 +9,19 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from hubwriters import last_json, run_script, serve, stop_serve, wait_until
+from hubwriters import batch_frame, last_json, open_raw, run_script, serve, stop_serve, wait_until
 from sigkill_restarts import one_run
 
 from flocklog.hub import frames, query_status, start_hub
-from flocklog.hub._address import parse_address
 
 
 def _batch(cid: str, seq: int, n: int) -> bytes:
-    recs = []
-    for i in range(n):
-        text = f"{cid}-{seq}-{i}"
-        record, _ = frames.encode_record(frames.record_to_fields(logging.makeLogRecord({"msg": text}), text), 4096)
-        recs.append(record)
-    body = frames.pack({"t": "b", "cid": cid, "seq": seq, "recs": recs, "st": [0, 0]})
-    return frames.HEADER.pack(len(body)) + body
-
-
-def _open(address: str) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(parse_address(address).path)
-    sock.settimeout(60)
-    frames.read_payload(sock, frames.DEFAULT_MAX_FRAME)
-    return sock
+    return batch_frame(cid, seq, (f"{cid}-{seq}-{i}" for i in range(n)))
 
 
 def test_a_batch_written_but_not_acked_when_the_hub_was_killed_is_not_written_again_after_restart(
@@ -45,7 +29,7 @@ def test_a_batch_written_but_not_acked_when_the_hub_was_killed_is_not_written_ag
 ) -> None:
     log_path = tmp_path / "hub.log"
     proc, address = serve(tmp_path, log_path, subprocess_env)
-    unacked = _open(address)
+    unacked = open_raw(address)
     try:
         unacked.sendall(_batch("crash", 0, 10))  # its ack is never read: the client cannot know it arrived
         wait_until(lambda: query_status(address)["records_written"] == 10, 60, "the batch written")
@@ -55,7 +39,7 @@ def test_a_batch_written_but_not_acked_when_the_hub_was_killed_is_not_written_ag
         unacked.close()
     proc, address = serve(tmp_path, log_path, subprocess_env)
     try:
-        with _open(address) as resend:  # the client resends what was never acked, as HubHandler does
+        with open_raw(address) as resend:  # the client resends what was never acked, as HubHandler does
             resend.sendall(_batch("crash", 0, 10))
             assert frames.unpack(frames.read_payload(resend, frames.DEFAULT_MAX_FRAME)) == {"t": "ack", "seq": 0}
         status = query_status(address)

@@ -5,36 +5,20 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from hubwriters import wait_until
+from hubwriters import batch_frame, open_raw, wait_until
 
 import flocklog
 from flocklog.hub import frames, query_status, start_hub
-from flocklog.hub._address import parse_address
 from flocklog.hub._crashpoints import ENV_CRASH
 
 
 def _batch(cid: str, seq: int, n: int) -> bytes:
-    recs = []
-    for i in range(n):
-        text = f"{cid}-{seq}-{i:03d} " + "x" * 150
-        record, _ = frames.encode_record(frames.record_to_fields(logging.makeLogRecord({"msg": text}), text), 4096)
-        recs.append(record)
-    body = frames.pack({"t": "b", "cid": cid, "seq": seq, "recs": recs, "st": [0, 0]})
-    return frames.HEADER.pack(len(body)) + body
-
-
-def _open(address: str) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(parse_address(address).path)
-    sock.settimeout(60)
-    frames.read_payload(sock, frames.DEFAULT_MAX_FRAME)
-    return sock
+    return batch_frame(cid, seq, (f"{cid}-{seq}-{i:03d} " + "x" * 150 for i in range(n)))
 
 
 SIZES = {"c0": 3, "c1": 400, "c2": 400}  # the group c1+c2: 800 records, two chunks of the writer
@@ -52,7 +36,7 @@ def test_a_kill_inside_a_group_commit_then_resends_write_every_record_once(tmp_p
     try:
         wait_until(address_file.exists, 60, "the hub up")
         address = address_file.read_text()
-        socks = {cid: _open(address) for cid in SIZES}
+        socks = {cid: open_raw(address) for cid in SIZES}
         socks["c0"].sendall(_batch("c0", 0, SIZES["c0"]))
         wait_until(
             lambda: query_status(address)["batches"] == 1 and query_status(address)["queue_depth"] == 0, 20, "c0 taken"
@@ -70,7 +54,7 @@ def test_a_kill_inside_a_group_commit_then_resends_write_every_record_once(tmp_p
     handler.setFormatter(logging.Formatter("%(message)s"))
     with start_hub([handler], state_path=state) as hub:
         for cid, n in SIZES.items():
-            sock = _open(hub.address)
+            sock = open_raw(hub.address)
             sock.sendall(_batch(cid, 0, n))
             assert frames.unpack(frames.read_payload(sock, frames.DEFAULT_MAX_FRAME)) == {"t": "ack", "seq": 0}
             sock.close()

@@ -1,12 +1,12 @@
-"""a malformed frame and a batch with a malformed record inside a group do not sink their neighbours."""
+"""A malformed frame and a batch with a malformed record inside a group do not sink their neighbours."""
 
 from __future__ import annotations
 
 import socket
 from pathlib import Path
 
-from hubwriters import wait_until
-from test_commits import GateHandler, _batch, _open
+from hubwriters import open_raw, wait_until
+from test_commits import GateHandler, _batch
 
 import flocklog
 from flocklog.hub import frames, start_hub
@@ -25,7 +25,7 @@ def test_a_malformed_frame_and_a_bad_record_in_a_group_leave_the_rest_of_the_gro
     bad_body["recs"].append(b"y" * 5000)  # and big enough to be the writer's
     bad = frames.pack(bad_body)
     with start_hub([gate, file_handler], state_path=tmp_path / "hub.dedup") as hub:
-        first = _open(hub.address)
+        first = open_raw(hub.address)
         first.sendall(_batch("c0", 0, 3))
         assert gate.entered.wait(60)
         socks: list[socket.socket] = []
@@ -33,7 +33,7 @@ def test_a_malformed_frame_and_a_bad_record_in_a_group_leave_the_rest_of_the_gro
             [good, frames.HEADER.pack(len(junk)) + junk, frames.HEADER.pack(len(bad)) + bad, _batch("c3", 0, 3)],
             start=1,
         ):
-            sock = _open(hub.address)
+            sock = open_raw(hub.address)
             sock.sendall(wire)
             socks.append(sock)
             wait_until(lambda n=n: hub.status()["queue_depth"] == n, 60, f"{n} queued")

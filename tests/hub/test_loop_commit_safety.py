@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from hubwriters import wait_until
+from hubwriters import batch_frame, open_raw, read_reply, wait_until
 
 import flocklog
 from flocklog.hub import frames, start_hub
@@ -21,13 +21,7 @@ from flocklog.hub._session import ClientSession
 
 
 def _batch(cid: str, seq: int, n: int, pad: int = 0) -> bytes:
-    recs = []
-    for i in range(n):
-        text = f"{cid}-{seq}-{i}" + " " * pad
-        record, _ = frames.encode_record(frames.record_to_fields(logging.makeLogRecord({"msg": text}), text), 4096)
-        recs.append(record)
-    body = frames.pack({"t": "b", "cid": cid, "seq": seq, "recs": recs, "st": [0, 0]})
-    return frames.HEADER.pack(len(body)) + body
+    return batch_frame(cid, seq, (f"{cid}-{seq}-{i}" + " " * pad for i in range(n)))
 
 
 def test_a_stalled_fifo_reader_does_not_stop_the_hub_answering_status(tmp_path: Path) -> None:
@@ -69,19 +63,6 @@ def test_a_stalled_fifo_reader_does_not_stop_the_hub_answering_status(tmp_path: 
     os.close(reader)
 
 
-def _open(address: str) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(parse_address(address).path)
-    sock.settimeout(60)
-    frames.read_payload(sock, frames.DEFAULT_MAX_FRAME)  # the hello
-    return sock
-
-
-def _reply(sock: socket.socket) -> dict[str, object]:
-    reply: dict[str, object] = frames.unpack(frames.read_payload(sock, frames.DEFAULT_MAX_FRAME))
-    return reply
-
-
 def test_a_batch_held_back_from_a_full_group_is_not_overtaken_by_a_later_batch_of_its_connection(
     tmp_path: Path,
 ) -> None:
@@ -106,7 +87,7 @@ def test_a_batch_held_back_from_a_full_group_is_not_overtaken_by_a_later_batch_o
     # On the instance: the class's own emit_batch stays, so the hub still lets its connection thread write here.
     handler.emit_batch = noting  # type: ignore[method-assign]
     with start_hub([handler], state_path=tmp_path / "hub.dedup", max_frame=200_000) as hub:
-        a, b, x = (_open(hub.address) for _ in range(3))
+        a, b, x = (open_raw(hub.address) for _ in range(3))
         a.sendall(_batch("a", 0, 200, pad=400))  # ~85 KB: the writer's, held at the gate
         assert entered.wait(60)
         b.sendall(_batch("b", 0, 300, pad=400))  # ~125 KB, queued
@@ -137,9 +118,9 @@ def test_a_batch_held_back_from_a_full_group_is_not_overtaken_by_a_later_batch_o
 
         loop.wake = wake  # type: ignore[method-assign]
         gate.set()
-        assert _reply(a) == {"t": "ack", "seq": 0}
-        assert _reply(b) == {"t": "ack", "seq": 0}
-        replies = [_reply(x), _reply(x)]
+        assert read_reply(a) == {"t": "ack", "seq": 0}
+        assert read_reply(b) == {"t": "ack", "seq": 0}
+        replies = [read_reply(x), read_reply(x)]
         status = hub.status()
         for sock in (a, b, x):
             sock.close()

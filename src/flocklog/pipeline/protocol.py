@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from flocklog._pipelinesettings import broker_timeout
-from flocklog.record import ExecutionRecord, uuid_from_text
+from flocklog.record import WIRE_KEYS, WIRE_TYPES, ExecutionRecord, uuid_from_text
 from flocklog.store import WIRE_TS_RANGE
 
 __all__ = [
@@ -53,7 +53,6 @@ RECEIPT_TTL = 86400  # seconds: a spool older than this is resent on replay (har
 CELERY_APP = "flocklog.pipeline.celery_app"
 #: The version of the row layout in :func:`encode_batch`; a worker refuses (keeps aside) a batch of another one.
 BATCH_FORMAT = 1
-_WIRE_KEYS = ("id", "ts", "level", "logger", "message", "fields", "host", "pid")
 # ASCII-escaped: a record from an old spool may hold a lone surrogate, which then reaches the worker (and the store
 # refuses just that one) instead of failing the send over and over.
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
@@ -101,20 +100,7 @@ def plain_rows(rows: list[Any]) -> bool:
     (``write_wire_rows``) instead of records."""
     low, high = WIRE_TS_RANGE
     for row in rows:
-        if type(row) is not list or len(row) != 8:
-            return False
-        id_, ts, level, logger, message, fields, host, pid = row
-        if not (
-            type(id_) is str
-            and type(ts) is float
-            and low <= ts < high
-            and type(level) is int
-            and type(logger) is str
-            and type(message) is str
-            and type(fields) is dict
-            and type(host) is str
-            and type(pid) is int
-        ):
+        if type(row) is not list or tuple(map(type, row)) != WIRE_TYPES or not low <= row[1] < high:
             return False
     return True
 
@@ -128,16 +114,8 @@ def decode_rows(rows: list[Any]) -> tuple[list[ExecutionRecord], list[tuple[Any,
     for row in rows:
         try:
             id_, ts, level, logger, message, fields, host, pid = row
-            if not (
-                type(ts) is float
-                and type(level) is int
-                and type(logger) is str
-                and type(message) is str
-                and type(fields) is dict
-                and type(host) is str
-                and type(pid) is int
-            ):  # not what encode_batch writes: the careful path decides
-                valid.append(build.from_wire(dict(zip(_WIRE_KEYS, row, strict=True))))
+            if tuple(map(type, row)) != WIRE_TYPES:  # not what encode_batch writes: the careful path decides
+                valid.append(build.from_wire(dict(zip(WIRE_KEYS, row, strict=True))))
                 continue
             when = _fromtimestamp(ts, _UTC)
             valid.append(build(level, message, logger, fields, uuid_from_text(id_), when, host, pid))
