@@ -191,7 +191,7 @@ class Watermarks:
 
     def _append(self, bodies: list[bytes], crash_point: str) -> bool:
         assert self._fd is not None
-        entry = b"".join(_ENTRY_HEADER.pack(len(body)) + body for body in bodies)
+        entry = _entries(bodies)
         if self._crash is not None and self._crash.due(crash_point):
             os.write(self._fd, entry[: len(entry) // 2])
             die()
@@ -218,11 +218,7 @@ class Watermarks:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                chunks = []
-                for cid, seq in self._last.items():
-                    body = self._pack([cid, seq])
-                    chunks.append(_ENTRY_HEADER.pack(len(body)) + body)
-                data = memoryview(b"".join(chunks))
+                data = memoryview(_entries([self._pack([cid, seq]) for cid, seq in self._last.items()]))
                 done = 0
                 while done < len(data):
                     done += os.write(fd, data[done:])
@@ -257,6 +253,11 @@ class Watermarks:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
+
+
+def _entries(bodies: list[bytes]) -> bytes:
+    """Journal entries as they go to disk: each body behind its ``uint32`` length."""
+    return b"".join(_ENTRY_HEADER.pack(len(body)) + body for body in bodies)
 
 
 def _group(raw: object) -> dict[tuple[str, int], bool] | None:

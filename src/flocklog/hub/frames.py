@@ -312,7 +312,7 @@ def _shared_packer_is_safe() -> bool:
 
 #: The client's hot-path packer: one shared packer where that is safe (reusing its buffer halves the cost of a
 #: ``packb``), else a ``packb`` per call.
-_PACKER_PACK: Any = msgpack.Packer(use_bin_type=True).pack if _shared_packer_is_safe() else pack
+_PACKER_PACK: Any = packer() if _shared_packer_is_safe() else pack
 #: The types of :data:`ORDER` (but ``extra``) for nearly every record: pid and thread set, no exc/stack text.
 _COMMON_TYPES = [str, int, str, str, float, int, str, int, str, str, int, str, type(None), type(None)]
 #: The same with ``extra`` (nil): the signature of a plain record as the hub reads it.

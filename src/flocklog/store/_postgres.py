@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 COPY_THRESHOLD = 500
 _WIRE_COLUMNS = "id, d, level, logger, message, fields, host, pid"
+_WIRE_TABLE = "(id uuid, d float8, level smallint, logger text, message text, fields jsonb, host text, pid integer)"
 _COLUMNS = "id, ts, level, logger, message, fields, host, pid"
 _RANGE_BOUND = re.compile(r"FOR VALUES FROM \((.+)\) TO \((.+)\)$")
 # How long a partition drop may wait for its lock: an ACCESS EXCLUSIVE request that queues behind a long query
@@ -44,6 +45,20 @@ _DROP_ATTEMPTS = 3
 # rounds (d - 946684800) * 1e6 instead, which differs at half-microsecond ties, and the key (id, ts) must match what
 # write_batch stores for the same record (a spool replay --to direct would otherwise add a duplicate).
 _WIRE_TS = "to_timestamp(trunc(d)) + round((d - trunc(d)) * 1000000::float8) * interval '1 microsecond'"
+
+
+def _copy_then_insert(
+    cur: Any, table: str, temp: str, definition: str, columns: str, rows: Sequence[Any], select: str
+) -> int:
+    """COPY ``rows`` (``columns``) into the session's temp table ``temp`` (``definition``; made once, emptied at
+    each commit), then move them into ``table`` with ``ON CONFLICT (id, ts) DO NOTHING``: the rows really added.
+    One COPY is the fast way in; the temp table is what lets the conflict rule apply to it."""
+    cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {temp} {definition} ON COMMIT DELETE ROWS")
+    with cur.copy(f"COPY {temp} ({columns}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    cur.execute(f"INSERT INTO {table} ({_COLUMNS}) SELECT {select} FROM {temp} ON CONFLICT (id, ts) DO NOTHING")
+    return int(cur.rowcount)
 
 
 def quote(name: str) -> str:
@@ -158,17 +173,8 @@ class PostgresStore:
                 self._ensure_partitions(conn, records)
             with conn.transaction(), conn.cursor() as cur:
                 if len(rows) >= COPY_THRESHOLD:
-                    cur.execute(
-                        f"CREATE TEMP TABLE IF NOT EXISTS flocklog_incoming (LIKE {self._t} INCLUDING DEFAULTS) "
-                        "ON COMMIT DELETE ROWS"
-                    )
-                    with cur.copy(f"COPY flocklog_incoming ({_COLUMNS}) FROM STDIN") as copy:
-                        for row in rows:
-                            copy.write_row(row)
-                    cur.execute(
-                        f"INSERT INTO {self._t} ({_COLUMNS}) SELECT {_COLUMNS} FROM flocklog_incoming "
-                        "ON CONFLICT (id, ts) DO NOTHING"
-                    )
+                    like = f"(LIKE {self._t} INCLUDING DEFAULTS)"
+                    return _copy_then_insert(cur, self._t, "flocklog_incoming", like, _COLUMNS, rows, _COLUMNS)
                 else:
                     columns = list(zip(*rows, strict=True))
                     cur.execute(
@@ -210,18 +216,8 @@ class PostgresStore:
                 return None
             try:
                 with conn.transaction(), conn.cursor() as cur:
-                    cur.execute(
-                        "CREATE TEMP TABLE IF NOT EXISTS flocklog_wire (id uuid, d float8, level smallint, logger text,"
-                        " message text, fields jsonb, host text, pid integer) ON COMMIT DELETE ROWS"
-                    )
-                    with cur.copy(f"COPY flocklog_wire ({_WIRE_COLUMNS}) FROM STDIN") as copy:
-                        for row in copied:
-                            copy.write_row(row)
-                    cur.execute(
-                        f"INSERT INTO {self._t} ({_COLUMNS}) SELECT id, {_WIRE_TS}, level, logger, message, fields,"
-                        " host, pid FROM flocklog_wire ON CONFLICT (id, ts) DO NOTHING"
-                    )
-                    return int(cur.rowcount)
+                    select = f"id, {_WIRE_TS}, level, logger, message, fields, host, pid"
+                    return _copy_then_insert(cur, self._t, "flocklog_wire", _WIRE_TABLE, _WIRE_COLUMNS, copied, select)
             except (psycopg.OperationalError, psycopg.InterfaceError):
                 raise  # the database itself: _run makes it a StoreError, and write_batch would fail alike
             except (psycopg.Error, UnicodeError):
