@@ -54,7 +54,11 @@ def test_a_hung_collector_stops_neither_the_file_nor_stdout_and_gets_everything_
         client.close()
         wait_for(lambda: reader.count(run_id) >= total, 120, "every record on stdout while the collector hangs")
         wait_for(lambda: log_file.read_text().count(run_id) >= total, 120, "every record in the file")
-        wait_for(lambda: otlp.stats()["failures"] >= 1, 60, "the hung collector's first time-out")
+        wait_for(
+            lambda: otlp.stats()["failures"] >= 1 and otlp.stats()["spooled"] > 0,
+            60,
+            "the hung collector's first time-out, its batch spooled",
+        )
         stats = sink_stats(hub.handlers)
         assert stats["otlp"]["sent"] == 0 and stats["otlp"]["spooled"] > 0, stats
         assert set(stats) == {"otlp", "stdout"}  # the FileHandler has no stats()
