@@ -14,7 +14,7 @@ Each repetition runs, one after the other on the same machine:
 Reported: the median of the repetitions with the spread (min-max), the ratios of the medians, and each
 repetition's ratios. ``log()`` latency in the caller is ``benchmarks/pipeline_logger.py``'s job.
 The producers are forked from a parent that has imported the Celery app and the client libraries its transport
-uses, as a ``--preload``ed web app would be (and as the floor's processes inherit psycopg): see ``_preload``.
+uses, as a ``--preload``ed web app would be (and as the floor's processes inherit psycopg): see ``_preload.py``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from _preload import preload_transport  # benchmarks/, beside this script
 
 from flocklog.pipeline.record import ExecutionRecord
 from flocklog.pipeline.transports import worker_command
@@ -131,22 +132,6 @@ def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return worker
 
 
-def _preload(broker_url: str) -> None:
-    """Import what a producer's Celery transport uses, in the parent, as a ``--preload``ed web app's master has.
-
-    Like with like: the floor's processes inherit psycopg from this parent, imported at the top of this file. A
-    transport built and closed here imports the Celery app, kombu's Redis transport, the redis client and what a
-    first ``send_task`` imports (~0.15 s of CPU per process, mostly ``import redis``), which every repetition's
-    freshly forked producers would otherwise pay inside the timed window; a long-running app pays it once.
-    Nothing built here is used later: each producer still builds its own app and connects on its first send.
-    """
-    from flocklog.pipeline.transports import make_transport
-
-    transport: Any = make_transport("celery", broker_url=broker_url)
-    transport.app.amqp, transport.app.backend  # noqa: B018  # what a first send_task imports (celery.app.amqp)
-    transport.close()
-
-
 def _summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -179,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             "FLOCKLOG_DEAD_LETTER_DIR": str(Path(tmp) / "dead"),
         }
         worker = _start_worker(env, Path(tmp) / "worker.log")
-        _preload(args.redis)
+        preload_transport(args.redis)
 
         try:
             for rep in range(args.repeat):  # interleaved: every path once per repetition

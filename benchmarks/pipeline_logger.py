@@ -27,6 +27,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from _preload import preload_transport  # benchmarks/, beside this script
+
 from flocklog.pipeline.transports import worker_command
 
 PRODUCERS = 4
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         stderr=subprocess.DEVNULL,
     )
     time.sleep(4)  # worker start-up is not part of the measurement
-    import flocklog.pipeline.celery_app  # noqa: F401  # preloaded, as in a web app's master process
+    preload_transport(args.redis)  # as in a web app's master process; see _preload.py
 
     modes = {
         "flat out": (flat_each, None),
