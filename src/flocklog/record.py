@@ -45,26 +45,36 @@ def _fetch_ids() -> int:
     return (from_bytes(data[:16], "big") & mask) | bits
 
 
-def _uuid4_fast() -> uuid.UUID:
-    """``uuid.uuid4()`` without ``UUID.__init__``'s argument parsing and without a system call per id: a fraction of
-    the cost, in the caller's log().
+_new = object.__new__
+_set = object.__setattr__
+_UUID = uuid.UUID
+# An enum member read through its class costs ~200 ns (enum's property): once here, not once per id.
+_SAFE = uuid.SafeUUID.unknown
+
+
+def _uuid4_for(pid: int) -> uuid.UUID:
+    """``uuid.uuid4()`` without ``UUID.__init__``'s argument parsing and without a system call per id, for a caller
+    that already knows its pid (``build`` needs it for the record anyway): a fraction of the cost, in log().
 
     The random bits and the version/variant bits are exactly uuid4's (``os.urandom``, fetched
     :data:`_IDS_PER_FETCH` at a time); only the constructor is skipped by setting UUID's two slots directly, as
-    ``UUID.__init__`` itself does. The pid check (the same call ``build`` makes anyway) keeps a forked child from
-    repeating the values its parent had fetched but not used. Checked once at import; any surprise (a future UUID
-    layout) falls back to ``uuid.uuid4``.
+    ``UUID.__init__`` itself does. The pid check keeps a forked child from repeating the values its parent had
+    fetched but not used. Checked once at import; any surprise (a future UUID layout) falls back to ``uuid.uuid4``.
     """
     try:
-        if _ids_pid != os.getpid():
+        if _ids_pid != pid:
             raise IndexError
         bits = _ids.pop()
     except IndexError:
         bits = _fetch_ids()
-    value = object.__new__(uuid.UUID)
-    object.__setattr__(value, "int", bits)
-    object.__setattr__(value, "is_safe", uuid.SafeUUID.unknown)
+    value = _new(_UUID)
+    _set(value, "int", bits)
+    _set(value, "is_safe", _SAFE)
     return value
+
+
+def _uuid4_fast() -> uuid.UUID:
+    return _uuid4_for(os.getpid())
 
 
 def _pick_uuid4() -> Callable[[], uuid.UUID]:
@@ -78,9 +88,7 @@ def _pick_uuid4() -> Callable[[], uuid.UUID]:
 
 
 new_id = _pick_uuid4()
-_new = object.__new__
-_set = object.__setattr__
-_SAFE = uuid.SafeUUID.unknown
+_id_for: Callable[[int], uuid.UUID] = _uuid4_for if new_id is _uuid4_fast else (lambda _pid: uuid.uuid4())
 _UTC = timezone.utc
 _fromtimestamp = datetime.fromtimestamp
 
@@ -292,18 +300,10 @@ class ExecutionRecord:
         """
         text = message if type(message) is str else str(message)
         checked = _checked_fields(text, fields, max_bytes)
+        pid = os.getpid()  # one system call for the record and its id's fork check
         # Positional, with the factories inlined: keyword construction of a frozen dataclass costs 3x as much,
         # and this is on the caller's path.
-        return cls(
-            _level_number(level),
-            text,
-            logger,
-            checked,
-            new_id(),
-            datetime.now(timezone.utc),
-            HOST,
-            os.getpid(),
-        )
+        return cls(_level_number(level), text, logger, checked, _id_for(pid), datetime.now(_UTC), HOST, pid)
 
     def to_wire(self) -> dict[str, Any]:
         """Plain JSON types only: what the Celery task, the spool and the dead-letter files carry."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
+
+import pytest
 
 from flocklog.pipeline.record import ExecutionRecord, _uuid4_fast, new_id
 
@@ -22,17 +25,22 @@ def test_the_fast_path_is_the_one_in_use_and_gives_real_version_4_uuids() -> Non
     assert bin(ever_set & ever_clear).count("1") == 122
 
 
+def _ids_both_ways(count: int) -> list[bytes]:
+    """Ids from new_id() and from records (``build`` passes the pid it already read), alternately."""
+    return [new_id().bytes if i % 2 else ExecutionRecord.create(20, "m").id.bytes for i in range(count)]
+
+
 def test_a_forked_child_never_repeats_the_parents_ids() -> None:
     new_id()  # the parent now holds fetched ids it has not used yet: the child must not inherit them
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
-            os.write(write, b"".join(new_id().bytes for _ in range(2000)))
+            os.write(write, b"".join(_ids_both_ways(2000)))
         finally:
             os._exit(0)
     os.close(write)
-    parent = {new_id().bytes for _ in range(2000)}
+    parent = set(_ids_both_ways(2000))
     data = b""
     while chunk := os.read(read, 65536):
         data += chunk
@@ -66,22 +74,44 @@ def test_the_celery_batch_format_carries_every_record_exactly() -> None:
     assert malformed == []
     assert valid == records
     assert [type(r.id) for r in valid] == [uuid.UUID] * len(records)
+    # 10**300 is beyond msgpack's 64 bits: that batch went as format 1; without it, as format 2 (packed).
+    assert json.loads(encode_batch(records))["v"] == 1
+    packed = [r for r in records if "big" not in r.fields]
+    assert json.loads(encode_batch(packed))["v"] == 2
+    assert decode_batch(encode_batch(packed)) == (packed, [])
+    assert decode_batch(encode_batch(packed, version=1)) == (packed, [])
 
 
-def test_a_malformed_row_of_a_batch_is_kept_aside_and_its_neighbours_decoded() -> None:
-    import json
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_malformed_row_of_a_batch_is_kept_aside_and_its_neighbours_decoded(version: int) -> None:
+    import binascii
+
+    import msgpack
 
     from flocklog.pipeline.protocol import decode_batch, encode_batch
 
     good = [ExecutionRecord.create(20, f"r{i}", "app", i=i) for i in range(3)]
-    payload = json.loads(encode_batch(good))
-    payload["rows"][1:1] = [["not-a-uuid", 1.0, 20, "t", "m", {}, "h", 1], [1, 2, 3], "text"]
-    payload["rows"].append([good[0].id.hex, str(good[0].ts.timestamp()), "20", "app", "careful path", {}, "h", 1])
-    valid, malformed = decode_batch(json.dumps(payload))
+    rows = json.loads(encode_batch(good, version=1))["rows"]
+    rows[1:1] = [["not-a-uuid", 1.0, 20, "t", "m", {}, "h", 1], [1, 2, 3], "text"]
+    rows.append([good[0].id.hex, str(good[0].ts.timestamp()), "20", "app", "careful path", {}, "h", 1])
+    if version == 1:
+        text = json.dumps({"v": 1, "rows": rows})
+    else:
+        text = json.dumps({"v": 2, "packed": binascii.b2a_base64(msgpack.packb(rows), newline=False).decode()})
+    valid, malformed = decode_batch(text)
     assert [r.message for r in valid] == ["r0", "r1", "r2", "careful path"]
-    assert [row for row, _ in malformed] == [payload["rows"][1], [1, 2, 3], "text"]
+    assert [row for row, _ in malformed] == [rows[1], [1, 2, 3], "text"]
     assert all(reason.startswith("not an execution-log record") for _, reason in malformed)
-    for broken in ("[1, 2]", '{"v": 2, "rows": []}', "not json", '{"v": 1}'):
+    for broken in (
+        "[1, 2]",
+        '{"v": 3, "rows": []}',
+        "not json",
+        '{"v": 1}',
+        '{"v": 2, "packed": "not base64!"}',
+        '{"v": 2, "packed": "kQ=="}',  # msgpack cut short
+        '{"v": 2, "packed": "gQEC"}',  # a map with an integer key
+        '{"v": 2, "packed": "AQ=="}',  # not a list of rows
+    ):
         assert decode_batch(broken) == ([], [(broken, decode_batch(broken)[1][0][1])])
         assert "cannot be read" in decode_batch(broken)[1][0][1]
 

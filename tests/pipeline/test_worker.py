@@ -104,9 +104,10 @@ def test_a_batch_whose_database_stays_down_is_dead_lettered_after_all_retries_an
         proxy.close()
 
 
-def test_the_worker_stores_both_batch_formats_and_keeps_a_malformed_row_aside(
+def test_the_worker_stores_every_batch_format_and_keeps_a_malformed_row_aside(
     tmp_path: Path, redis_url: str, postgres_dsn: str, table: str
 ) -> None:
+    """A list of to_wire() dicts (older producers), a format-1 text with a malformed row, a format-2 (packed) text."""
     env = service_env(tmp_path, redis_url, postgres_dsn, table)
     log = tmp_path / "worker.log"
     worker = Worker(env, log, concurrency=1)
@@ -114,10 +115,13 @@ def test_the_worker_stores_both_batch_formats_and_keeps_a_malformed_row_aside(
     try:
         assert wait_until(lambda: _ready(log), timeout=120), log.read_text()[-3000:]
         _send(redis_url, [_record("older producer", i=i).to_wire() for i in range(10)])
-        compact = json.loads(encode_batch([_record("compact", i=i) for i in range(10)]))
+        compact = json.loads(encode_batch([_record("compact", i=i) for i in range(10)], version=1))
         compact["rows"].insert(4, ["not-a-uuid", 1.0, 20, "t", "malformed", {}, "h", 1])
         _send(redis_url, json.dumps(compact))
-        assert wait_until(lambda: count_rows(postgres_dsn, table) == (20, 20), timeout=120), log.read_text()[-3000:]
+        packed = encode_batch([_record("packed", i=i) for i in range(10)])
+        assert json.loads(packed)["v"] == 2
+        _send(redis_url, packed)
+        assert wait_until(lambda: count_rows(postgres_dsn, table) == (30, 30), timeout=120), log.read_text()[-3000:]
         assert wait_until(lambda: len(_refused(tmp_path)) == 1, timeout=60), log.read_text()[-3000:]
         (entry,) = _refused(tmp_path)
         assert entry["record"] == compact["rows"][4] and "not an execution-log record" in str(entry["reason"])

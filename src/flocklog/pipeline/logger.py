@@ -52,6 +52,8 @@ from flocklog.record import ExecutionRecord, _text_size
 __all__ = ["ExecutionLogger"]
 
 _POLICIES = ("spill", "block", "drop_newest", "drop_oldest")
+#: Records a full buffer gives up per spill file (at most): the caller writes them, so this bounds its stall.
+SPILL_RECORDS = 1000
 
 
 class ExecutionLogger(Sender):
@@ -63,7 +65,7 @@ class ExecutionLogger(Sender):
         *,
         transport: Transport | str | None = None,
         batch_size: int = 50,
-        max_batch: int = 1000,
+        max_batch: int = 5000,
         linger: float = 0.1,
         flush_interval: float = 2.0,
         capacity: int = 10_000,
@@ -111,7 +113,8 @@ class ExecutionLogger(Sender):
             if max_record_bytes is None
             else int(check_at_least(f"max_record_bytes={max_record_bytes!r}", max_record_bytes, 64))
         )
-        self._spill_size = min(max_batch, capacity)
+        # A spill is written by the caller: 1000 records (a few ms) at a time, however large a batch may be.
+        self._spill_size = min(SPILL_RECORDS, max_batch, capacity)
         self._options: dict[str, Any] = {
             "broker_url": broker_url,
             "database_url": database_url,
@@ -184,7 +187,7 @@ class ExecutionLogger(Sender):
                     policy = self.when_full
                     if policy == "spill":
                         # The oldest records go to disk (the sender replays them first, so order is kept) and this
-                        # caller pays one file write per ``max_batch`` records; memory stays bounded.
+                        # caller pays one file write per SPILL_RECORDS records; memory stays bounded.
                         for _ in range(self._spill_size):
                             try:
                                 spill.append(buffer.popleft())
@@ -220,7 +223,7 @@ class ExecutionLogger(Sender):
         return record
 
     def _spill(self, records: list[ExecutionRecord]) -> None:
-        """Write records a full buffer gave up to the spool, in the caller (one write per ``max_batch`` records).
+        """Write records a full buffer gave up to the spool, in the caller (one write per SPILL_RECORDS records).
 
         No fsync: the page cache survives the process being killed, which is what the memory buffer did not.
         """
