@@ -149,8 +149,12 @@ handler = HubHandler(when_full="block")
 handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
 n = write_stamped(stamped_logger("t", handler), run=sys.argv[1], writer=sys.argv[2], count=int(sys.argv[3]))
 print("done", handler.stats()["buffered"], flush=True)
-if sys.argv[4] == "wait":
-    time.sleep(60)
+# Short sleeps, not one sleep(60): CPython runs a signal's handler when a system call returns EINTR, so a SIGTERM
+# landing between the last check and the start of the sleep's system call waited for the whole sleep (seen: the
+# writer still asleep 30 s after SIGTERM, about once in 140 runs on a busy machine).
+deadline = time.monotonic() + 60
+while sys.argv[4] == "wait" and time.monotonic() < deadline:
+    time.sleep(0.05)
 """
 
 
