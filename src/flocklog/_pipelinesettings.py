@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flocklog.errors import ConfigError
+from flocklog.record import DEFAULT_MAX_RECORD_BYTES  # its one home, beside the check that applies it
 
 __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
@@ -26,6 +27,7 @@ __all__ = [
     "TRANSPORTS",
     "PipelineSettings",
     "adopt_spools",
+    "batch_format",
     "broker_timeout",
     "check_at_least",
     "check_settings",
@@ -42,9 +44,6 @@ __all__ = [
 DEFAULT_SPOOL_DIR = ".flocklog/spool"
 TRANSPORTS = ("celery", "direct", "spool")
 MIN_RECEIPT_TIMEOUT = 0.1  # 0 would resend every outstanding batch at each check
-#: The largest record ``log()`` accepts, as UTF-8 JSON. A record is one row: 256 KiB is far above any audit event
-#: and far below what makes a batch of 1000 a memory problem (a 10 MB field once pushed a producer to 305 MB RSS).
-DEFAULT_MAX_RECORD_BYTES = 256 * 1024
 #: Seconds a batch may stay unacked on Redis before any worker's sweep hands it out again. kombu's own default
 #: (3600) leaves the batches of a SIGKILLed worker stranded for an hour. 60 s is well above a batch write (ms) and
 #: a retry's countdown (at most 30 s, held unacked by the worker until it is due); a batch redelivered early
@@ -58,7 +57,10 @@ _NUMBERS: dict[str, tuple[str, float, bool, float]] = {
     "receipt_timeout": ("FLOCKLOG_RECEIPT_TIMEOUT", 60.0, False, MIN_RECEIPT_TIMEOUT),
     "task_max_retries": ("FLOCKLOG_TASK_MAX_RETRIES", 8, True, 0.0),
     "max_record_bytes": ("FLOCKLOG_MAX_RECORD_BYTES", DEFAULT_MAX_RECORD_BYTES, True, 64.0),
+    "batch_format": ("FLOCKLOG_BATCH_FORMAT", 2, True, 1.0),
 }
+# field -> the largest value it may take (the others have no upper bound)
+_MAXIMA: dict[str, float] = {"batch_format": 2}
 # field -> (variable, default)
 _FLAGS: dict[str, tuple[str, bool]] = {
     "adopt_spools": ("FLOCKLOG_ADOPT_SPOOLS", True),
@@ -78,6 +80,7 @@ class PipelineSettings:
     receipt_timeout: float = 60.0
     task_max_retries: int = 8
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    batch_format: int = 2
     adopt_spools: bool = True
 
     @classmethod
@@ -112,13 +115,17 @@ class PipelineSettings:
             receipt_timeout=values["receipt_timeout"],
             task_max_retries=int(values["task_max_retries"]),
             max_record_bytes=int(values["max_record_bytes"]),
+            batch_format=int(values["batch_format"]),
             adopt_spools=flags["adopt_spools"],
         )
 
 
 def _parse(field: str, env: Mapping[str, str]) -> float:
     name, default, integer, minimum = _NUMBERS[field]
-    return env_number(name, default, integer=integer, minimum=minimum, environ=env)
+    value = env_number(name, default, integer=integer, minimum=minimum, environ=env)
+    if field in _MAXIMA and value > _MAXIMA[field]:
+        raise ConfigError(f"{name}={env.get(name)!r} must be at most {_MAXIMA[field]:g}")
+    return value
 
 
 def env_number(
@@ -187,6 +194,13 @@ def task_max_retries() -> int:
 def max_record_bytes() -> int:
     """The largest record ``log()`` accepts (``$FLOCKLOG_MAX_RECORD_BYTES``, 256 KiB)."""
     return int(_parse("max_record_bytes", os.environ))
+
+
+def batch_format() -> int:
+    """The Celery batch format a producer sends (``$FLOCKLOG_BATCH_FORMAT``, default 2, packed). Set 1 during a
+    rolling upgrade while workers older than the packed format still run: they read only format 1, and keep a
+    packed batch aside as refused (``*.refused``, which no replay reads). Workers read both."""
+    return int(_parse("batch_format", os.environ))
 
 
 def adopt_spools() -> bool:

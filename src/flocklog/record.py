@@ -118,8 +118,9 @@ def uuid_from_text(text: Any) -> uuid.UUID:
 
 #: The largest record :meth:`ExecutionRecord.build` accepts (UTF-8 bytes of the message, the field names and the
 #: text values, plus 8 per other value: roughly its size as JSON). A record is one row: 256 KiB is far above any
-#: execution event, and a batch of 1000 of them stays a manageable message (a 10 MB field once took a producer to
-#: 305 MB RSS). ``ExecutionLogger(max_record_bytes=...)`` or ``$FLOCKLOG_MAX_RECORD_BYTES`` changes it.
+#: execution event, and far below what makes one record a memory problem (a 10 MB field once took a producer to
+#: 305 MB RSS); a batch of many large ones is split into tasks of at most 16 MiB by the Celery transport.
+#: ``ExecutionLogger(max_record_bytes=...)`` or ``$FLOCKLOG_MAX_RECORD_BYTES`` changes it.
 DEFAULT_MAX_RECORD_BYTES = 256 * 1024
 #: Deeper nesting is refused: JSON encoders and PostgreSQL's jsonb recurse, and a stack overflow there would
 #: sink a whole batch far from the call that made it.

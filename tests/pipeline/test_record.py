@@ -159,7 +159,7 @@ def test_from_wire_many_builds_what_from_wire_builds_and_refuses_what_it_refuses
         {**good, "extra": 1},
     ]
     for item in variants:
-        assert ExecutionRecord.from_wire_many([item]) == [ExecutionRecord.from_wire(item)]  # type: ignore[arg-type]
+        assert ExecutionRecord.from_wire_many([item]) == [ExecutionRecord.from_wire(item)]
     for bad in [
         {**good, "id": "not-a-uuid"},
         {**good, "id": good["id"][:35] + "g"},
@@ -172,3 +172,20 @@ def test_from_wire_many_builds_what_from_wire_builds_and_refuses_what_it_refuses
         with pytest.raises(SerializationError) as got:
             ExecutionRecord.from_wire_many([good, bad])
         assert str(got.value) == str(expected.value)
+
+
+def test_a_packed_batch_reads_field_names_that_are_not_text_as_format_1_stored_them() -> None:
+    """A record built without ``build`` may carry ``{1: ...}``: msgpack packs it, its strict reader refuses it, and
+    the whole batch would be kept aside; JSON (format 1) made the key ``"1"`` and stored every record."""
+    from datetime import datetime, timezone
+
+    from flocklog.pipeline.protocol import decode_batch, encode_batch
+
+    fields = {1: "a", None: "b", 1.5: "c", "nested": {2: [{3: "d"}]}}
+    odd = ExecutionRecord(20, "odd keys", "app", fields, new_id(), datetime.now(timezone.utc), "h", 1)
+    batch = [ExecutionRecord.create(20, "plain", "app"), odd]
+    assert json.loads(encode_batch(batch))["v"] == 2
+    packed, malformed = decode_batch(encode_batch(batch))
+    text, _ = decode_batch(encode_batch(batch, version=1))
+    assert malformed == [] and [r.fields for r in packed] == [r.fields for r in text]
+    assert packed[1].fields == {"1": "a", "null": "b", "1.5": "c", "nested": {"2": [{"3": "d"}]}}

@@ -117,6 +117,33 @@ def test_one_settings_object_reports_every_bad_value_at_once() -> None:
     assert (settings.receipt_timeout, str(settings.spool_dir), settings.max_record_bytes) == (5.0, "/x", 256 * 1024)
 
 
+@pytest.mark.parametrize(("value", "expected"), [("", 2), ("2", 2), ("1", 1), ("0", None), ("3", None), ("v2", None)])
+def test_the_batch_format_producers_send_is_a_setting_for_rolling_upgrades(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: int | None
+) -> None:
+    """Workers older than the packed format read only format 1: producers can keep sending it until they are gone."""
+    import json
+
+    from flocklog._pipelinesettings import PipelineSettings
+    from flocklog.pipeline.transports import CeleryTransport, task_argument
+    from flocklog.record import ExecutionRecord
+
+    monkeypatch.setenv("FLOCKLOG_BATCH_FORMAT", value)
+    if expected is None:
+        with pytest.raises(ConfigError, match="FLOCKLOG_BATCH_FORMAT"):
+            PipelineSettings.from_env()
+        with pytest.raises(ConfigError, match="FLOCKLOG_BATCH_FORMAT"):
+            CeleryTransport("redis://127.0.0.1:1/0")
+        return
+    assert PipelineSettings.from_env().batch_format == expected
+    transport = CeleryTransport("redis://127.0.0.1:1/0")  # nothing connects until a send
+    try:
+        argument = task_argument([ExecutionRecord.create(20, "m", "app", n=1)], transport.batch_format)
+        assert isinstance(argument, str) and json.loads(argument)["v"] == expected
+    finally:
+        transport.close()
+
+
 def test_every_old_name_of_the_transports_module_is_still_importable() -> None:
     import flocklog.pipeline.transports as transports
     from flocklog.pipeline import record as old_record
@@ -172,3 +199,40 @@ def test_a_worker_with_a_bad_adopt_spools_value_refuses_to_start_in_one_line(tmp
         [*worker_command("--pool", "solo"), "--without-gossip", "--without-mingle"], tmp_path, env, timeout=120
     )
     assert celery_worker.returncode != 0 and message in celery_worker.stderr, celery_worker
+
+
+def test_a_batch_too_large_for_one_task_goes_as_parts_each_with_its_own_receipt_id(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """max_batch (5000) records of max_record_bytes (256 KiB) make over a GB, beyond what Redis takes in one value:
+    such a batch goes as parts under MAX_TASK_BYTES, and a resend of the same batch makes the very same parts."""
+    import base64
+    import json
+
+    import redis
+
+    import flocklog.pipeline.transports as transports
+    from flocklog.pipeline.protocol import load_batch
+    from flocklog.record import ExecutionRecord
+
+    monkeypatch.setattr(transports, "MAX_TASK_BYTES", 100_000)  # the same rule, at a size a test can afford
+    records = [ExecutionRecord.create(20, "x" * 2000, "app", n=i) for i in range(300)]  # ~0.6 MB of text
+    transport = transports.CeleryTransport(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for _ in range(2):
+            transport.send(records, batch_id="ab" * 16)
+        messages = [json.loads(raw) for raw in client.lrange("logs", 0, -1)]
+        tasks = [json.loads(base64.b64decode(message["body"])) for message in messages]
+        ids = [kwargs["batch_id"] for _, kwargs, _ in tasks]
+        texts = [args[0] for args, _, _ in tasks]
+        assert len(tasks) >= 2 * 6 and all(len(text) <= 100_000 for text in texts)
+        assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids) and "ab" * 16 not in ids
+        first, second = ids[len(ids) // 2 :], ids[: len(ids) // 2]  # LPUSH: the newest first
+        assert sorted(first) == sorted(second) and len(set(first)) == len(first)  # a resend makes the same parts
+        sent = [row[0] for text in texts[: len(texts) // 2] for row in load_batch(text)[0] or []]
+        assert sorted(sent) == sorted(r.id.hex for r in records)  # every record once per send, none split apart
+        assert set(transport.outstanding) == set(first)
+    finally:
+        transport.close()
+        client.close()

@@ -266,3 +266,30 @@ def test_an_unreachable_database_is_a_store_error_as_for_write_batch() -> None:
     with pytest.raises(StoreError):
         _fast(store, _text([_row()]))
     store.close()
+
+
+def _packed(rows: list[list[Any]]) -> str:
+    """A format-2 task text as a hand-made (or hostile) producer could send it: any msgpack the rows make."""
+    import binascii
+
+    import msgpack
+
+    return json.dumps({"v": 2, "packed": binascii.b2a_base64(msgpack.packb(rows), newline=False).decode()})
+
+
+def test_a_packed_row_nested_beyond_what_json_writes_is_refused_alone_and_its_neighbours_stored(
+    pair: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """msgpack reads ~1000 levels, json.dumps gives up earlier: that row must be refused, not fail the task."""
+    fast, _ = pair
+    deep: Any = "leaf"
+    for _ in range(1000):
+        deep = [deep]
+    good = [_row(), _row()]
+    text = _packed([good[0], _row(fields={"deep": deep}), good[1]])
+    assert load_batch(text)[0] is not None  # it reads: only writing it out as JSON fails
+    assert _fast(fast, text) is None
+    records, malformed = decode_batch(text)
+    outcome = write_isolated(fast, records)
+    assert not malformed and len(outcome.refused) == 1 and "cannot be stored as JSON" in outcome.refused[0][1]
+    assert {str(i).replace("-", "") for i in _rows(fast)} == {good[0][0], good[1][0]}

@@ -76,8 +76,12 @@ def park_refused(
         data = record.to_wire() if isinstance(record, ExecutionRecord) else record
         try:
             lines.append(json.dumps({"reason": reason, "record": data}))
-        except (TypeError, ValueError):
-            lines.append(json.dumps({"reason": reason, "record": repr(data)}))
+        except (TypeError, ValueError, RecursionError):
+            try:
+                text = repr(data)
+            except RecursionError:  # nested beyond what repr() walks: keep what identifies it
+                text = f"<{type(data).__name__} nested too deep to write out>"
+            lines.append(json.dumps({"reason": reason, "record": text}))
     path = _write(dead_letter_dir(directory), ".refused", lines)
     first = refused[0][1]
     _say(f"{len(refused)} record(s) refused by the store, kept in {path} (first reason: {first})")

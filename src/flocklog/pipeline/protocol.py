@@ -17,8 +17,9 @@ cost the producer ~5 us and the worker ~8 us per record in serialisation alone; 
 A batch msgpack cannot carry (an integer beyond 64 bits, a lone surrogate from an older spool) goes as format 1,
 ``{"v": 1, "rows": [...]}``, which the worker reads as well, and so it does a list of ``to_wire()`` dicts
 (producers of an older version, tasks sent by hand). A batch whose rows are all exactly what encode_batch writes
-(:func:`plain_rows`) goes to PostgreSQL as those rows, without records. Upgrade the workers before the producers:
-a worker of an older version keeps a format-2 batch aside in its dead letters (replayable), it does not store it.
+(:func:`plain_rows`) goes to PostgreSQL as those rows, without records. Upgrade the workers before the producers,
+or set ``FLOCKLOG_BATCH_FORMAT=1`` on the producers until every worker is upgraded: a worker of an older version
+reads only format 1, and keeps a packed batch's text aside as refused (``*.refused``), where no replay reads it.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def encode_batch(records: Sequence[ExecutionRecord], *, version: int = BATCH_FOR
     return _encode({"v": 1, "rows": rows})
 
 
-def task_argument(records: Sequence[ExecutionRecord]) -> str | list[dict[str, Any]]:
+def task_argument(records: Sequence[ExecutionRecord], version: int = BATCH_FORMAT) -> str | list[dict[str, Any]]:
     """The task's batch argument: :func:`encode_batch`, or the older list of ``to_wire()`` dicts for a batch it
     cannot encode.
 
@@ -93,8 +94,8 @@ def task_argument(records: Sequence[ExecutionRecord]) -> str | list[dict[str, An
     kombu's JSON carries it as before, and the worker stores its good records and keeps the bad one aside.
     """
     try:
-        return encode_batch(records)
-    except (TypeError, ValueError, OverflowError):
+        return encode_batch(records, version=version)
+    except (TypeError, ValueError, OverflowError, RecursionError):
         return [record.to_wire() for record in records]
 
 
@@ -104,7 +105,7 @@ def load_batch(payload: str) -> tuple[list[Any] | None, str]:
         data = json.loads(payload)
         version = data.get("v") if isinstance(data, dict) else None
         if version == 2 and isinstance(data.get("packed"), str):
-            rows = msgpack.unpackb(binascii.a2b_base64(data["packed"]), raw=False)
+            rows = _unpack(binascii.a2b_base64(data["packed"]))
         elif version == 1:
             rows = data.get("rows")
         else:
@@ -114,6 +115,24 @@ def load_batch(payload: str) -> tuple[list[Any] | None, str]:
     except (ValueError, TypeError, RecursionError, msgpack.UnpackException) as exc:  # binascii.Error: a ValueError
         return None, f"the task's batch cannot be read: {exc}"
     return rows, ""
+
+
+def _unpack(packed: bytes) -> Any:
+    """msgpack's rows; a map key that is not text (a record built without ``build`` may carry ``{1: ...}``) becomes
+    the text JSON would have made of it (``"1"``, ``"true"``, ``"null"``), as format 1 stored it. Only then are
+    the maps built by a hook, from text keys: msgpack's strict default stays the fast path, and a hostile batch of
+    colliding integer keys never reaches a dict."""
+    try:
+        return msgpack.unpackb(packed, raw=False)
+    except ValueError as strict:
+        try:
+            return msgpack.unpackb(packed, raw=False, strict_map_key=False, object_pairs_hook=_text_keys)
+        except (ValueError, TypeError):
+            raise strict from None
+
+
+def _text_keys(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+    return {key if type(key) is str else _encode(key): value for key, value in pairs}
 
 
 def plain_rows(rows: list[Any]) -> bool:

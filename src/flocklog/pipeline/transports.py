@@ -9,6 +9,7 @@ batch is always somewhere: in memory, on the broker, in the database, or in a sp
 from __future__ import annotations
 
 import collections
+import hashlib
 import threading
 import time
 import uuid
@@ -20,6 +21,7 @@ from flocklog._pipelinesettings import (
     MIN_RECEIPT_TIMEOUT,
     TRANSPORTS,
     PipelineSettings,
+    batch_format,
     broker_timeout,
     check_at_least,
     check_settings,
@@ -47,6 +49,7 @@ from flocklog.record import ExecutionRecord
 __all__ = [
     "CELERY_APP",
     "DEFAULT_SPOOL_DIR",
+    "MAX_TASK_BYTES",
     "MIN_RECEIPT_TIMEOUT",
     "QUEUE",
     "RECEIPT_PREFIX",
@@ -64,6 +67,7 @@ __all__ = [
     "env_number",
     "make_transport",
     "max_record_bytes",
+    "part_id",
     "receipt_client",
     "replay_spool",
     "resolve_spool_dir",
@@ -91,6 +95,18 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+#: The largest batch text one task carries. A burst batch holds up to ``max_batch`` (5000) records of up to
+#: ``max_record_bytes`` (256 KiB) each: over a GB, which Redis refuses (512 MB at most per value) and a worker would
+#: hold several copies of. A larger batch goes as two tasks, halves split again until each fits.
+MAX_TASK_BYTES = 16 * 1024 * 1024
+
+
+def part_id(batch_id: str, index: int) -> str:
+    """The batch id of part ``index`` of a split batch: 32 hex digits (a spool file's name takes no other shape),
+    the same for every resend of the batch, so each part's receipt confirms it however often it was sent."""
+    return hashlib.blake2b(f"{batch_id}/{index}".encode(), digest_size=16).hexdigest()
+
+
 class CeleryTransport:
     """``send_task`` of one batch to the ``logs`` queue, JSON-serialised, with bounded broker timeouts.
 
@@ -114,13 +130,22 @@ class CeleryTransport:
             if receipt_timeout is not None
             else default_receipt_timeout()
         )
+        self.batch_format = batch_format()  # $FLOCKLOG_BATCH_FORMAT: 1 while older workers still run
         self._receipts = receipt_client(url)
         self.outstanding: dict[str, tuple[float, list[ExecutionRecord]]] = {}
         self._lock = threading.Lock()  # the sender thread and close() both look at the outstanding batches
 
     def send(self, records: Sequence[ExecutionRecord], batch_id: str | None = None) -> None:
+        """Publish one task, or a batch over :data:`MAX_TASK_BYTES` as parts (each its own task, receipt and id
+        from :func:`part_id`). A failure part-way raises like any other: the caller spools the whole batch, and
+        whatever parts were already sent are stored once however often they come again."""
         batch_id = batch_id or uuid.uuid4().hex
-        argument = task_argument(records)  # outside the try: a record's fault is not the broker's
+        argument = task_argument(records, self.batch_format)  # outside the try: a record's fault is not the broker's
+        if isinstance(argument, str) and len(argument) > MAX_TASK_BYTES and len(records) > 1:
+            middle = len(records) // 2
+            self.send(records[:middle], batch_id=part_id(batch_id, 0))
+            self.send(records[middle:], batch_id=part_id(batch_id, 1))
+            return
         try:
             self.app.send_task(
                 TASK_NAME,

@@ -165,7 +165,8 @@ class PostgresStore:
             return 0
         try:
             rows = [(r.id, r.ts, r.level, r.logger, r.message, json.dumps(r.fields), r.host, r.pid) for r in records]
-        except (TypeError, ValueError) as exc:  # fields JSON cannot hold (a spool written by an older version)
+        except (TypeError, ValueError, RecursionError) as exc:
+            # Fields JSON cannot hold: a spool an older version wrote, a hand-made task nested ~1000 deep.
             raise RecordRefused(f"a record's fields cannot be stored as JSON: {exc}") from exc
 
         def work(conn: Any) -> int:
@@ -208,7 +209,7 @@ class PostgresStore:
         dumps = json.dumps
         try:
             copied = [(r[0], r[1], r[2], r[3], r[4], dumps(r[5]), r[6], r[7]) for r in rows]
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):  # the record path isolates the one that cannot be stored
             return None
 
         def work(conn: Any) -> int | None:

@@ -98,7 +98,7 @@ class SqliteStore:
                 (str(r.id), r.ts.timestamp(), r.level, r.logger, r.message, json.dumps(r.fields), r.host, r.pid, now)
                 for r in records
             ]
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise RecordRefused(f"a record's fields cannot be stored as JSON: {exc}") from exc
         conn = self._conn()
         try:
