@@ -101,7 +101,9 @@ class ExecutionLogger(Sender):
         self.batch_size = batch_size
         self.max_batch = max_batch
         self.linger = linger
-        self._full = min(max_batch, capacity)  # a buffer this full is shipped without lingering
+        # A buffer this full is shipped without lingering: at most half the capacity, so a burst still has room
+        # while the sender takes it (with a capacity near max_batch the buffer was full before the sender woke).
+        self._full = min(max_batch, max(batch_size, capacity // 2))
         self.flush_interval = flush_interval
         self.capacity = capacity
         self.when_full = when_full
