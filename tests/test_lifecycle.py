@@ -226,3 +226,48 @@ def test_lifecycle_import_registers_no_fork_hook_when_fork_is_missing() -> None:
     env = dict(os.environ)
     result = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=TIMEOUT, env=env)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_a_child_forked_while_a_parent_thread_makes_its_first_connection_can_still_resolve_names(
+    tmp_path: Path,
+) -> None:
+    """A parent thread inside ``import encodings.idna`` (its first ``getaddrinfo``) at the fork left the child a
+    module lock nobody releases: the child's own first lookup hung, or failed for good with "unknown encoding: idna".
+    A stand-in ``stringprep`` (which encodings.idna imports) holds that import open at the moment of the fork."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "stringprep.py").write_text(
+        textwrap.dedent(
+            """
+            import os, time
+            open(os.environ["FLAG"], "w").close()
+            while not os.path.exists(os.environ["GO"]):
+                time.sleep(0.01)
+            """
+        )
+    )
+    code = """
+        import os, signal, socket, sys, threading, time
+        from flocklog.pipeline.logger import ExecutionLogger  # what a preloaded app imports before it forks
+        sys.path.insert(0, os.path.join(sys.argv[1], "shadow"))
+        os.environ.update(FLAG=os.path.join(sys.argv[1], "flag"), GO=os.path.join(sys.argv[1], "go"))
+        first = threading.Thread(target=socket.getaddrinfo, args=("localhost", 1), daemon=True)
+        first.start()
+        deadline = time.monotonic() + 60
+        while not os.path.exists(os.environ["FLAG"]) and first.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(20)  # a hung lookup ends the child with SIGALRM instead of hanging the test
+            try:
+                socket.getaddrinfo("localhost", 1)
+                print("resolved", flush=True)
+            except Exception as exc:
+                print("failed:", repr(exc), flush=True)
+            os._exit(0)
+        open(os.environ["GO"], "w").close()
+        _, status = os.waitpid(pid, 0)
+        print("child status", status, flush=True)
+    """
+    result = _run(code, tmp_path)
+    assert "resolved" in result.stdout, result.stdout + result.stderr

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import encodings.idna  # see _FORK_SAFE_IMPORTS below
 import enum
 import itertools
 import os
@@ -50,6 +51,14 @@ __all__ = ["Stage", "register", "run_exit_hooks", "run_flush_hooks", "unregister
 
 T = TypeVar("T")
 Hook = Callable[[Any], None]
+
+# Imported here, in the process that will fork, and not lazily by a child's first connection: socket.getaddrinfo
+# of a host name imports encodings.idna on first use. A parent forked while another of its threads was inside that
+# import (its first connection, an exporter's say) leaves the child a module lock no thread will release: seen here
+# as producers whose every send failed with "LookupError: unknown encoding: idna" (CPython caches the failed codec
+# lookup for the process), and as a child's first lookup that never returned. Every component that connects
+# (HubHandler, ExecutionLogger) registers here first.
+_FORK_SAFE_IMPORTS = (encodings.idna,)
 
 #: The longest a SIGTERM that chains to another handler waits for the flush before handing over.
 SIGTERM_FLUSH_TIMEOUT = 30.0
