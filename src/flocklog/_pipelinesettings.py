@@ -50,17 +50,15 @@ MIN_RECEIPT_TIMEOUT = 0.1  # 0 would resend every outstanding batch at each chec
 #: anyway is written twice and stored once (``ON CONFLICT DO NOTHING``).
 DEFAULT_VISIBILITY_TIMEOUT = 60.0
 
-# field -> (variable, default, whole number?, minimum)
-_NUMBERS: dict[str, tuple[str, float, bool, float]] = {
-    "broker_timeout": ("FLOCKLOG_BROKER_TIMEOUT", 3.0, False, 0.001),
-    "visibility_timeout": ("FLOCKLOG_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT, False, 1.0),
-    "receipt_timeout": ("FLOCKLOG_RECEIPT_TIMEOUT", 60.0, False, MIN_RECEIPT_TIMEOUT),
-    "task_max_retries": ("FLOCKLOG_TASK_MAX_RETRIES", 8, True, 0.0),
-    "max_record_bytes": ("FLOCKLOG_MAX_RECORD_BYTES", DEFAULT_MAX_RECORD_BYTES, True, 64.0),
-    "batch_format": ("FLOCKLOG_BATCH_FORMAT", 2, True, 1.0),
+# field -> (variable, default, whole number?, minimum, maximum)
+_NUMBERS: dict[str, tuple[str, float, bool, float, float]] = {
+    "broker_timeout": ("FLOCKLOG_BROKER_TIMEOUT", 3.0, False, 0.001, math.inf),
+    "visibility_timeout": ("FLOCKLOG_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT, False, 1.0, math.inf),
+    "receipt_timeout": ("FLOCKLOG_RECEIPT_TIMEOUT", 60.0, False, MIN_RECEIPT_TIMEOUT, math.inf),
+    "task_max_retries": ("FLOCKLOG_TASK_MAX_RETRIES", 8, True, 0.0, math.inf),
+    "max_record_bytes": ("FLOCKLOG_MAX_RECORD_BYTES", DEFAULT_MAX_RECORD_BYTES, True, 64.0, math.inf),
+    "batch_format": ("FLOCKLOG_BATCH_FORMAT", 2, True, 1.0, 2.0),
 }
-# field -> the largest value it may take (the others have no upper bound)
-_MAXIMA: dict[str, float] = {"batch_format": 2}
 # field -> (variable, default)
 _FLAGS: dict[str, tuple[str, bool]] = {
     "adopt_spools": ("FLOCKLOG_ADOPT_SPOOLS", True),
@@ -121,10 +119,10 @@ class PipelineSettings:
 
 
 def _parse(field: str, env: Mapping[str, str]) -> float:
-    name, default, integer, minimum = _NUMBERS[field]
+    name, default, integer, minimum, maximum = _NUMBERS[field]
     value = env_number(name, default, integer=integer, minimum=minimum, environ=env)
-    if field in _MAXIMA and value > _MAXIMA[field]:
-        raise ConfigError(f"{name}={env.get(name)!r} must be at most {_MAXIMA[field]:g}")
+    if value > maximum:
+        raise ConfigError(f"{name}={env.get(name)!r} must be at most {maximum:g}")
     return value
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from flocklog.pipeline.protocol import decode_batch, decode_rows, encode_batch, load_batch, plain_rows
+from flocklog.pipeline.protocol import decode_batch, decode_rows, encode_batch, load_batch, packed_text, plain_rows
 from flocklog.pipeline.record import ExecutionRecord
 from flocklog.store import open_store, write_isolated
 from flocklog.store._postgres import PostgresStore
@@ -268,15 +268,6 @@ def test_an_unreachable_database_is_a_store_error_as_for_write_batch() -> None:
     store.close()
 
 
-def _packed(rows: list[list[Any]]) -> str:
-    """A format-2 task text as a hand-made (or hostile) producer could send it: any msgpack the rows make."""
-    import binascii
-
-    import msgpack
-
-    return json.dumps({"v": 2, "packed": binascii.b2a_base64(msgpack.packb(rows), newline=False).decode()})
-
-
 def test_a_packed_row_nested_beyond_what_json_writes_is_refused_alone_and_its_neighbours_stored(
     pair: tuple[PostgresStore, PostgresStore],
 ) -> None:
@@ -286,7 +277,7 @@ def test_a_packed_row_nested_beyond_what_json_writes_is_refused_alone_and_its_ne
     for _ in range(1000):
         deep = [deep]
     good = [_row(), _row()]
-    text = _packed([good[0], _row(fields={"deep": deep}), good[1]])
+    text = packed_text([good[0], _row(fields={"deep": deep}), good[1]])  # as a hand-made task could carry it
     assert load_batch(text)[0] is not None  # it reads: only writing it out as JSON fails
     assert _fast(fast, text) is None
     records, malformed = decode_batch(text)

@@ -48,6 +48,7 @@ __all__ = [
     "decode_rows",
     "encode_batch",
     "load_batch",
+    "packed_text",
     "plain_rows",
     "receipt_client",
     "task_argument",
@@ -76,12 +77,16 @@ def encode_batch(records: Sequence[ExecutionRecord], *, version: int = BATCH_FOR
     rows = [[r.id.hex, r.ts.timestamp(), r.level, r.logger, r.message, r.fields, r.host, r.pid] for r in records]
     if version != 1:
         try:
-            packed = msgpack.packb(rows, use_bin_type=True)
+            return packed_text(rows)
         except (TypeError, ValueError, OverflowError):  # UnicodeEncodeError is a ValueError
             pass
-        else:
-            return _encode({"v": 2, "packed": binascii.b2a_base64(packed, newline=False).decode("ascii")})
     return _encode({"v": 1, "rows": rows})
+
+
+def packed_text(rows: Sequence[Any]) -> str:
+    """The format-2 text of ``rows``; raises what msgpack raises for a value it cannot carry."""
+    packed = msgpack.packb(rows, use_bin_type=True)
+    return _encode({"v": 2, "packed": binascii.b2a_base64(packed, newline=False).decode("ascii")})
 
 
 def task_argument(records: Sequence[ExecutionRecord], version: int = BATCH_FORMAT) -> str | list[dict[str, Any]]:
